@@ -1,0 +1,85 @@
+"""Command line: `collab serve` and `collab token`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from collab.auth import Role, TokenAuthenticator, load_or_create_secret
+from collab.settings import Settings
+
+
+def _serve_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("serve", help="run the server")
+    p.add_argument("--host", help="interface to listen on (COLLAB_HOST, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (COLLAB_PORT, default 8000; 0 picks a free one)")
+    p.add_argument("--data", type=Path, help="data directory (COLLAB_DATA, default ./data)")
+    p.add_argument("--demo", action="store_true", default=None, help="register a demo slide and print links")
+    p.add_argument("--public-url", help="base URL used in printed links (COLLAB_PUBLIC_URL)")
+    p.add_argument("--database-url", help="postgresql://... (COLLAB_DATABASE_URL; default SQLite under --data)")
+    p.add_argument("--redis-url", help="redis://... for cross-node fan-out (COLLAB_REDIS_URL)")
+    deflate = p.add_mutually_exclusive_group()
+    deflate.add_argument("--deflate", dest="deflate", action="store_true", default=None,
+                         help="negotiate permessage-deflate (COLLAB_DEFLATE)")
+    deflate.add_argument("--no-deflate", dest="deflate", action="store_false",
+                         help="never negotiate permessage-deflate (the default)")
+    p.add_argument("--log-level", help="debug, info, warning (COLLAB_LOG_LEVEL)")
+
+
+def _token_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("token", help="print a signed token (for scripts and tests)")
+    p.add_argument("--user", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--site", required=True)
+    p.add_argument("--role", required=True, choices=[r.value for r in Role])
+    p.add_argument("--slides", default="*", help='comma list of slide ids, or "*" (default)')
+    p.add_argument("--ttl", type=float, default=3600, help="seconds until it expires (default 3600)")
+    p.add_argument("--data", type=Path, help="data directory holding the generated secret")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="collab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_args(sub)
+    _token_args(sub)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    if args.command == "token":
+        return _token(args)
+    return _serve(args)
+
+
+def _token(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(os.environ, data=args.data)
+    auth = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
+    slides: Any = "*" if args.slides.strip() == "*" else [s for s in args.slides.split(",") if s]
+    print(auth.mint(user=args.user, name=args.name, site=args.site, role=args.role, slides=slides, ttl=args.ttl))
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from collab.app import create_app
+    from collab.log import configure_logging
+    from collab.server import build_server
+
+    overrides = {
+        k: getattr(args, k)
+        for k in ("host", "port", "data", "demo", "public_url", "database_url", "redis_url", "deflate", "log_level")
+    }
+    settings = Settings.from_env(os.environ, **overrides)
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    server = build_server(app, settings)
+    asyncio.run(server.serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""create_app(settings) -> Starlette: routes, static web client, and a lifespan owning the store."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from collab import metrics
+from collab.api import Api, error_response
+from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
+from collab.bus import LocalBus
+from collab.errors import CollabError
+from collab.registry import SlideRegistry
+from collab.rooms import RoomManager
+from collab.settings import Settings
+from collab.store import AuditRecord, open_store
+from collab.ws import RoomEndpoint
+
+log = logging.getLogger(__name__)
+
+STATIC_APP = Path(__file__).parent / "static" / "app"
+
+
+class Collab:
+    """Everything one server process owns, wired together."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.authenticator = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
+        self.store = open_store(settings)
+        self.bus = LocalBus()
+        self.rooms = RoomManager(self.store, self.bus, settings)  # type: ignore[arg-type]
+        self.slides = SlideRegistry(self.store)  # type: ignore[arg-type]
+        self.api = Api(self.authenticator, self.slides, settings)
+
+    async def check_slide(self, slide_id: str) -> None:
+        await self.slides.get(slide_id)
+
+    def record_refusal(self, room: str, principal: Principal | None, reason: str, message: str) -> None:
+        """Every refusal is logged, counted and kept in the audit trail."""
+        metrics.REFUSALS.labels(reason=reason).inc()
+        user = principal.user_id if principal else "-"
+        site = principal.site if principal else "-"
+        log.warning(
+            "refused %s: %s", room, message, extra={"room": room, "user": user, "site": site, "reason": reason}
+        )
+        self.store.audit(  # type: ignore[attr-defined]
+            AuditRecord(room, int(time.time() * 1000), user, site, "refused", None, {"reason": reason, "message": message})
+        )
+
+    async def drain(self) -> None:
+        """SIGTERM: close every socket with 1001 and flush every pending update."""
+        await self.rooms.shutdown(1001, "server shutting down")
+
+    def routes(self) -> list[Route | Mount | WebSocketRoute]:
+        common = {
+            "rooms": self.rooms,
+            "authenticator": self.authenticator,
+            "settings": self.settings,
+            "on_refusal": self.record_refusal,
+        }
+        routes: list[Route | Mount | WebSocketRoute] = [
+            Route("/", lambda request: RedirectResponse("/app/"), methods=["GET"]),
+            *self.api.routes(),
+            WebSocketRoute(
+                "/ws/slides/{doc_id:path}",
+                RoomEndpoint("slide", check_document=self.check_slide, **common),  # type: ignore[arg-type]
+            ),
+        ]
+        if STATIC_APP.is_dir():
+            routes.append(Mount("/app", StaticFiles(directory=STATIC_APP, html=True), name="app"))
+        return routes
+
+
+def create_app(settings: Settings) -> Starlette:
+    collab = Collab(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with collab.store:  # type: ignore[attr-defined]
+            try:
+                yield
+            finally:
+                await collab.drain()
+
+    async def on_collab_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, CollabError)
+        return error_response(exc)
+
+    app = Starlette(
+        routes=collab.routes(),
+        lifespan=lifespan,
+        exception_handlers={CollabError: on_collab_error},
+    )
+    app.state.collab = collab
+    return app

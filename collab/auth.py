@@ -1,0 +1,167 @@
+"""Identity from HS256 JWTs (PyJWT): who is connecting, from which site, and what they may do."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from collab.errors import Forbidden, Unauthorized
+
+log = logging.getLogger(__name__)
+
+ALGORITHM = "HS256"
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    REVIEWER = "reviewer"
+    PRESENTER = "presenter"
+    ADMIN = "admin"
+
+
+# Roles that may change slide documents (annotations, comments).
+WRITER_ROLES = frozenset({Role.REVIEWER, Role.PRESENTER, Role.ADMIN})
+
+# Presence colors: distinct, readable on a slide, chosen stably from the user id.
+_PALETTE = (
+    "#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
+    "#f032e6", "#9a6324", "#469990", "#800000", "#808000", "#000075",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The verified identity behind a connection or request."""
+
+    user_id: str
+    name: str
+    site: str
+    role: Role
+    slides: frozenset[str] | None  # None means every slide ("*")
+    expires_at: float
+
+    @property
+    def can_write(self) -> bool:
+        return self.role in WRITER_ROLES
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def can_present(self) -> bool:
+        return self.role in (Role.PRESENTER, Role.ADMIN)
+
+    def may_open(self, slide_id: str) -> bool:
+        return self.slides is None or slide_id in self.slides
+
+    def require_slide(self, slide_id: str) -> None:
+        if not self.may_open(slide_id):
+            raise Forbidden(f"token does not grant slide {slide_id!r}")
+
+    @property
+    def color(self) -> str:
+        digest = hashlib.sha256(self.user_id.encode()).digest()
+        return _PALETTE[digest[0] % len(_PALETTE)]
+
+    def presence_user(self) -> dict[str, str]:
+        """The `user` field the server stamps into every awareness state of this principal."""
+        return {
+            "id": self.user_id,
+            "name": self.name,
+            "site": self.site,
+            "role": self.role.value,
+            "color": self.color,
+        }
+
+
+class TokenAuthenticator:
+    """Verifies and mints tokens with one HS256 secret."""
+
+    def __init__(self, secret: str) -> None:
+        if not secret:
+            raise ValueError("an empty signing secret is not allowed")
+        self._secret = secret
+
+    def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized("missing token")
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["sub", "role", "exp"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token expired") from exc
+        except jwt.InvalidTokenError as exc:
+            raise Unauthorized(f"invalid token: {exc}") from exc
+        return _principal_from_claims(claims)
+
+    def mint(
+        self,
+        *,
+        user: str,
+        name: str,
+        site: str,
+        role: str,
+        slides: list[str] | str = "*",
+        ttl: float = 3600,
+    ) -> str:
+        claims = {
+            "sub": user,
+            "name": name,
+            "site": site,
+            "role": Role(role).value,
+            "slides": slides,
+            "exp": int(time.time() + ttl),
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+
+def _principal_from_claims(claims: dict[str, Any]) -> Principal:
+    try:
+        role = Role(claims["role"])
+    except ValueError as exc:
+        raise Unauthorized(f"unknown role {claims['role']!r}") from exc
+    slides_claim = claims.get("slides", [])
+    if slides_claim == "*":
+        slides = None
+    elif isinstance(slides_claim, list) and all(isinstance(s, str) for s in slides_claim):
+        slides = frozenset(slides_claim)
+    else:
+        raise Unauthorized("claim 'slides' must be a list of slide ids or \"*\"")
+    return Principal(
+        user_id=str(claims["sub"]),
+        name=str(claims.get("name") or claims["sub"]),
+        site=str(claims.get("site") or ""),
+        role=role,
+        slides=slides,
+        expires_at=float(claims["exp"]),
+    )
+
+
+def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
+    """The configured secret, or one generated once and kept (mode 0600) under the data dir."""
+    if configured:
+        return configured
+    path = data_dir / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    log.warning("COLLAB_SECRET is not set: generated a signing secret and stored it in %s", path)
+    return secret

@@ -1,0 +1,173 @@
+"""One client's WebSocket: a bounded outbox drained by a writer task, and a reader loop.
+
+Backpressure: the outbox is bounded in messages and bytes. A client that cannot keep up is
+closed with 1013 (it reconnects and resyncs); a document update is never dropped while the
+connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from starlette.types import Receive, Send
+
+from collab import metrics
+from collab.auth import Principal
+from collab.errors import CollabError, LimitExceeded, SlowConsumer, UnsupportedData
+from collab.protocol import decode_message
+from collab.ratelimit import TokenBucket
+from collab.settings import Settings
+
+if TYPE_CHECKING:
+    from collab.room import Room
+
+log = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+# After sending a close frame, how long the reader may wait for the client's close.
+_CLOSE_GRACE_SECONDS = 5.0
+
+
+class Connection:
+    """A client joined to one room."""
+
+    def __init__(
+        self,
+        receive: Receive,
+        send: Send,
+        principal: Principal,
+        room_key: str,
+        settings: Settings,
+    ) -> None:
+        self.id = next(_ids)
+        self.principal = principal
+        self.presence_user = principal.presence_user()
+        self.room_key = room_key
+        self.client_ids: set[int] = set()  # Yjs client ids this connection introduced
+        self._receive = receive
+        self._send = send
+        self._max_messages = settings.outbox_max_messages
+        self._max_bytes = settings.outbox_max_bytes
+        self._outbox: deque[bytes] = deque()
+        self._outbox_bytes = 0
+        self._wakeup = asyncio.Event()
+        self._close: tuple[int, str] | None = None
+        self._updates = TokenBucket(settings.update_rate, settings.update_burst)
+        self._writer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} {self.principal.user_id} {self.room_key}>"
+
+    @property
+    def closing(self) -> bool:
+        return self._close is not None
+
+    def send(self, message: bytes) -> None:
+        """Queue a frame; close the connection rather than grow without bound."""
+        if self._close is not None:
+            return
+        if len(self._outbox) >= self._max_messages or self._outbox_bytes >= self._max_bytes:
+            metrics.REFUSALS.labels(reason="slow_consumer").inc()
+            self.close_soon(SlowConsumer.close_code, "slow consumer: reconnect and resync")
+            return
+        self._outbox.append(message)
+        self._outbox_bytes += len(message)
+        self._wakeup.set()
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Ask the writer to close with `code` (idempotent: the first reason wins)."""
+        if self._close is not None:
+            return
+        self._close = (code, reason[:120])  # a close reason must fit in 123 bytes
+        metrics.CLOSES.labels(code=str(code)).inc()
+        self._outbox.clear()
+        self._outbox_bytes = 0
+        self._wakeup.set()
+        # A writer stuck on a slow socket would never see the request: interrupt it.
+        if self._writer is not None and self._writer is not asyncio.current_task():
+            self._writer.cancel()
+
+    def check_update_rate(self) -> None:
+        if not self._updates.take():
+            raise LimitExceeded("update rate limit exceeded")
+
+    async def serve(self, room: Room) -> None:
+        """Run until the client leaves or the connection is closed."""
+        loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write_loop(), name=f"conn-{self.id}-writer")
+        expiry = loop.call_later(
+            max(0.0, self.principal.expires_at - time.time()),
+            self.close_soon,
+            4401,
+            "token expired",
+        )
+        reader = loop.create_task(self._read_loop(room), name=f"conn-{self.id}-reader")
+        try:
+            await asyncio.wait({reader, self._writer}, return_when=asyncio.FIRST_COMPLETED)
+            if not reader.done():
+                # The writer closed the socket: give the client a moment to answer the close.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reader), _CLOSE_GRACE_SECONDS)
+        finally:
+            expiry.cancel()
+            for task in (reader, self._writer):
+                if not task.done():
+                    task.cancel()
+            await asyncio.gather(reader, self._writer, return_exceptions=True)
+
+    async def _read_loop(self, room: Room) -> None:
+        receive = self._receive
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("bytes")
+            try:
+                if data is None:
+                    raise UnsupportedData("text frames are not part of the y-websocket protocol")
+                metrics.BYTES_IN.inc(len(data))
+                room.handle(self, decode_message(data))
+            except CollabError as exc:
+                log.info(
+                    "closing connection: %s",
+                    exc,
+                    extra={"room": self.room_key, "user": self.principal.user_id},
+                )
+                metrics.REFUSALS.labels(reason=type(exc).__name__).inc()
+                self.close_soon(exc.close_code, str(exc))
+                # Keep reading until the client answers the close, but act on nothing more.
+                await self._drain_until_disconnect()
+                return
+
+    async def _drain_until_disconnect(self) -> None:
+        while (await self._receive())["type"] != "websocket.disconnect":
+            pass
+
+    async def _write_loop(self) -> None:
+        send = self._send
+        outbox = self._outbox
+        try:
+            while self._close is None:
+                if not outbox:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                message = outbox.popleft()
+                self._outbox_bytes -= len(message)
+                await send({"type": "websocket.send", "bytes": message})
+                metrics.BYTES_OUT.inc(len(message))
+        except asyncio.CancelledError:
+            if self._close is None:
+                raise
+        except OSError:
+            return  # the socket is gone; the reader sees the disconnect
+        code, reason = self._close
+        with contextlib.suppress(OSError, RuntimeError):
+            await send({"type": "websocket.close", "code": code, "reason": reason})

@@ -1,0 +1,169 @@
+"""Presence (awareness) of one room: who owns which client id, stamped identity, throttled relay.
+
+The server keeps the latest state of every client id and relays an entry only when its clock
+advances, at most `hz` times per second per client id (a token bucket with a small burst, so
+normal jitter is not delayed). A held-back state is sent when the next token is due, so the
+latest state always arrives; removals are sent at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import orjson
+
+from collab import metrics
+from collab.protocol import (
+    AwarenessEntry,
+    decode_awareness_update,
+    encode_awareness,
+    encode_awareness_update,
+)
+from collab.ratelimit import TokenBucket
+
+if TYPE_CHECKING:
+    from collab.connection import Connection
+
+log = logging.getLogger(__name__)
+
+NULL_STATE = "null"
+
+
+@dataclass(slots=True)
+class _ClientPresence:
+    owner: Connection
+    clock: int
+    state_json: str
+    bucket: TokenBucket
+    dirty: bool = False
+    timer: asyncio.TimerHandle | None = field(default=None)
+
+
+class Presence:
+    """Awareness states of one room, keyed by Yjs client id."""
+
+    def __init__(
+        self,
+        broadcast: Callable[[bytes, Connection | None], None],
+        *,
+        hz: float,
+        burst: float,
+    ) -> None:
+        self._broadcast = broadcast
+        self._hz = hz
+        self._burst = burst
+        self._clients: dict[int, _ClientPresence] = {}
+
+    def __len__(self) -> int:
+        return len(self._clients)
+
+    def states(self) -> dict[int, dict[str, object]]:
+        return {cid: orjson.loads(c.state_json) for cid, c in self._clients.items()}
+
+    def apply(self, conn: Connection, payload: bytes) -> None:
+        """Apply an awareness update from `conn`; relay the entries that really advance."""
+        for entry in decode_awareness_update(payload):
+            current = self._clients.get(entry.client_id)
+            if current is not None and current.owner is not conn:
+                if current.owner.principal.user_id != conn.principal.user_id:
+                    metrics.REFUSALS.labels(reason="foreign_awareness_id").inc()
+                    log.warning(
+                        "refused awareness for a client id owned by another user",
+                        extra={"room": conn.room_key, "user": conn.principal.user_id},
+                    )
+                    continue
+                # The same user reconnected with the same Yjs client id before the server
+                # noticed the old socket was gone: the new connection takes the id over.
+                current.owner.client_ids.discard(entry.client_id)
+                current.owner = conn
+            if entry.state_json == NULL_STATE:
+                if current is not None and entry.clock >= current.clock:
+                    self._remove(entry.client_id, entry.clock)
+                continue
+            if current is not None and entry.clock <= current.clock:
+                continue  # stale or duplicate: nothing new to relay
+            state_json = self._stamp(conn, entry.state_json)
+            if state_json is None:
+                continue
+            if current is None:
+                current = _ClientPresence(conn, entry.clock, state_json, TokenBucket(self._hz, self._burst))
+                self._clients[entry.client_id] = current
+                conn.client_ids.add(entry.client_id)
+            else:
+                current.clock = entry.clock
+                current.state_json = state_json
+            self._relay_throttled(entry.client_id, current)
+
+    def encode_all(self) -> bytes | None:
+        """One awareness message with every known state, for a joiner or a query."""
+        if not self._clients:
+            return None
+        entries = [AwarenessEntry(cid, c.clock, c.state_json) for cid, c in self._clients.items()]
+        return encode_awareness(encode_awareness_update(entries))
+
+    def drop_connection(self, conn: Connection) -> None:
+        """Remove every state `conn` introduced, for everyone."""
+        for client_id in list(conn.client_ids):
+            current = self._clients.get(client_id)
+            if current is not None and current.owner is conn:
+                self._remove(client_id, current.clock + 1)
+        conn.client_ids.clear()
+
+    def close(self) -> None:
+        for c in self._clients.values():
+            if c.timer is not None:
+                c.timer.cancel()
+        self._clients.clear()
+
+    def _stamp(self, conn: Connection, state_json: str) -> str | None:
+        """Replace the client's `user` with the token's identity: presence cannot be forged."""
+        try:
+            state = orjson.loads(state_json)
+        except orjson.JSONDecodeError:
+            metrics.REFUSALS.labels(reason="awareness_not_json").inc()
+            return None
+        if not isinstance(state, dict):
+            metrics.REFUSALS.labels(reason="awareness_not_object").inc()
+            return None
+        state["user"] = conn.presence_user
+        return orjson.dumps(state).decode()
+
+    def _remove(self, client_id: int, clock: int) -> None:
+        current = self._clients.pop(client_id, None)
+        if current is None:
+            return
+        if current.timer is not None:
+            current.timer.cancel()
+        current.owner.client_ids.discard(client_id)
+        update = encode_awareness_update([AwarenessEntry(client_id, clock, NULL_STATE)])
+        self._broadcast(encode_awareness(update), current.owner)
+
+    def _relay_throttled(self, client_id: int, current: _ClientPresence) -> None:
+        current.dirty = True
+        if current.timer is not None:
+            return  # a relay is already scheduled; it will carry this latest state
+        if current.bucket.take():
+            self._send(client_id, current)
+        else:
+            loop = asyncio.get_running_loop()
+            current.timer = loop.call_later(
+                current.bucket.wait_time(), self._send_held, client_id
+            )
+
+    def _send_held(self, client_id: int) -> None:
+        current = self._clients.get(client_id)
+        if current is None:
+            return
+        current.timer = None
+        if current.dirty:
+            current.bucket.take()
+            self._send(client_id, current)
+
+    def _send(self, client_id: int, current: _ClientPresence) -> None:
+        current.dirty = False
+        update = encode_awareness_update([AwarenessEntry(client_id, current.clock, current.state_json)])
+        self._broadcast(encode_awareness(update), current.owner)

@@ -1,0 +1,209 @@
+"""One live document (a slide or a session): apply, persist before relay, fan out.
+
+Order of an update from a client: reject it if the client may not write (before applying),
+apply it to the room's Doc (pycrdt validates it), queue it in the store's group commit, and
+relay it to the other clients only once that commit is done. A joiner's initial state is also
+sent only after the commits it depends on, so nothing a client has seen can be lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
+
+from pycrdt import Doc
+
+from collab import metrics
+from collab.bus import Bus
+from collab.connection import Connection
+from collab.errors import ProtocolError
+from collab.presence import Presence
+from collab.protocol import (
+    EMPTY_UPDATE,
+    AuthMessage,
+    AwarenessMessage,
+    Message,
+    QueryAwarenessMessage,
+    SyncMessage,
+    SyncType,
+    encode_permission_denied,
+    encode_sync_step1,
+    encode_sync_step2,
+    encode_update,
+)
+from collab.settings import Settings
+from collab.store import Store
+
+log = logging.getLogger(__name__)
+
+# A state vector with no clients: what a fresh Yjs client sends in sync step 1.
+_EMPTY_STATE_VECTOR = b"\x00"
+
+# Decides whether a connection may apply a given update to this room; None means it may.
+WriteGuard = Callable[[Connection, bytes], str | None]
+
+
+class Room:
+    """The clients, document and presence of one room."""
+
+    def __init__(
+        self,
+        key: str,
+        doc: Doc,
+        *,
+        store: Store,
+        bus: Bus,
+        settings: Settings,
+        log_entries: int = 0,
+        log_bytes: int = 0,
+        write_guard: WriteGuard | None = None,
+    ) -> None:
+        self.key = key
+        self.doc = doc
+        self.connections: set[Connection] = set()
+        self.presence = Presence(self.broadcast, hz=settings.presence_hz, burst=settings.presence_burst)
+        self._store = store
+        self._bus = bus
+        self._settings = settings
+        self._write_guard = write_guard
+        self._log_entries = log_entries
+        self._log_bytes = log_bytes
+        self._last_commit: asyncio.Future[None] | None = None
+        self._full_state: bytes | None = None  # cached answer to an empty state vector
+        self.failed = False
+
+    # -- membership -------------------------------------------------------------------------
+
+    def add(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        # Like the y-websocket server: ask for what the client has, then show who is here.
+        conn.send(encode_sync_step1(self.doc.get_state()))
+        presence = self.presence.encode_all()
+        if presence is not None:
+            conn.send(presence)
+
+    def remove(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.presence.drop_connection(conn)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def handle(self, conn: Connection, message: Message) -> None:
+        if isinstance(message, SyncMessage):
+            if message.kind is SyncType.STEP1:
+                self._answer_step1(conn, message.payload)
+            else:
+                self.apply_client_update(conn, message.payload)
+        elif isinstance(message, AwarenessMessage):
+            metrics.AWARENESS_IN.inc()
+            self.presence.apply(conn, message.payload)
+        elif isinstance(message, QueryAwarenessMessage):
+            presence = self.presence.encode_all()
+            if presence is not None:
+                conn.send(presence)
+        elif isinstance(message, AuthMessage):
+            pass  # clients have no reason to send auth messages; harmless
+
+    def _answer_step1(self, conn: Connection, state_vector: bytes) -> None:
+        if state_vector == _EMPTY_STATE_VECTOR:
+            if self._full_state is None:
+                self._full_state = encode_sync_step2(self.doc.get_update())
+            reply = self._full_state
+        else:
+            try:
+                reply = encode_sync_step2(self.doc.get_update(state_vector))
+            except ValueError as exc:
+                raise ProtocolError(f"invalid state vector: {exc}") from exc
+        self._after_commits(functools.partial(conn.send, reply))
+
+    def apply_client_update(self, conn: Connection, update: bytes) -> None:
+        if update == EMPTY_UPDATE:
+            return
+        if not conn.principal.can_write:
+            metrics.REFUSALS.labels(reason="read_only").inc()
+            conn.send(encode_permission_denied("permission-denied: read-only role"))
+            return
+        if self._write_guard is not None:
+            refusal = self._write_guard(conn, update)
+            if refusal is not None:
+                metrics.REFUSALS.labels(reason="write_guard").inc()
+                conn.send(encode_permission_denied(f"permission-denied: {refusal}"))
+                return
+        conn.check_update_rate()
+        try:
+            self.doc.apply_update(update)
+        except ValueError as exc:
+            raise ProtocolError(f"update rejected: {exc}") from exc
+        metrics.UPDATES_IN.inc()
+        self.persist_and_relay(update, sender=conn)
+
+    def persist_and_relay(self, update: bytes, *, sender: Connection | None) -> None:
+        """Store an update already applied to the doc; relay it to the others once committed."""
+        self._full_state = None
+        committed = self._store.append(self.key, update)
+        self._last_commit = committed
+        message = encode_update(update)
+        committed.add_done_callback(functools.partial(self._relay_committed, message, sender))
+        self._log_entries += 1
+        self._log_bytes += len(update)
+        if (
+            self._log_entries >= self._settings.compact_after_updates
+            or self._log_bytes >= self._settings.compact_after_bytes
+        ):
+            self.compact()
+
+    def _relay_committed(
+        self, message: bytes, sender: Connection | None, committed: asyncio.Future[None]
+    ) -> None:
+        if committed.cancelled() or committed.exception() is not None:
+            self._fail("store commit failed")
+            return
+        self.broadcast(message, sender)
+        metrics.UPDATES_OUT.inc(len(self.connections) - (sender in self.connections))
+        self._bus.publish(self.key, message)
+
+    def broadcast(self, message: bytes, exclude: Connection | None) -> None:
+        for conn in self.connections:
+            if conn is not exclude:
+                conn.send(message)
+
+    def _after_commits(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once every update applied so far is committed."""
+        last = self._last_commit
+        if last is None or last.done():
+            callback()
+        else:
+            last.add_done_callback(lambda _f: callback())
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def compact(self) -> None:
+        """Fold the room's log into one snapshot (safe at any crash point: one transaction)."""
+        snapshot = self.doc.get_update()
+        self._last_commit = self._store.compact(self.key, snapshot)
+        self._log_entries = 0
+        self._log_bytes = 0
+        metrics.COMPACTIONS.inc()
+
+    @property
+    def log_entries(self) -> int:
+        return self._log_entries
+
+    async def flush(self) -> None:
+        last = self._last_commit
+        if last is not None and not last.done():
+            await asyncio.wait({last})
+
+    def _fail(self, why: str) -> None:
+        """The store refused a write: clients must not believe it is saved. Close them all."""
+        if self.failed:
+            return
+        self.failed = True
+        log.error("room %s failed: %s; closing its connections", self.key, why)
+        for conn in list(self.connections):
+            conn.close_soon(1011, why)
+
+    def close(self) -> None:
+        self.presence.close()

@@ -1,0 +1,187 @@
+"""RoomManager: load each room once (single flight), unload idle rooms, flush on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from pycrdt import Doc
+
+from collab import metrics
+from collab.bus import Bus
+from collab.connection import Connection
+from collab.errors import StoreError, TooManyConnections
+from collab.room import Room
+from collab.settings import Settings
+from collab.store import Store
+
+log = logging.getLogger(__name__)
+
+# Called once a room is loaded, before any client sees it (e.g. to attach geometry checks).
+RoomHook = Callable[[Room], Awaitable[None] | None]
+
+
+class RoomManager:
+    """Owns every loaded Room and the background tasks that unload them."""
+
+    def __init__(self, store: Store, bus: Bus, settings: Settings) -> None:
+        self._store = store
+        self._bus = bus
+        self._settings = settings
+        self._rooms: dict[str, Room] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._idle_since: dict[str, float] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._hooks: list[RoomHook] = []
+        self.closing = False
+
+    def on_load(self, hook: RoomHook) -> None:
+        self._hooks.append(hook)
+
+    def get(self, key: str) -> Room | None:
+        return self._rooms.get(key)
+
+    def __len__(self) -> int:
+        return len(self._rooms)
+
+    async def join(self, key: str, conn: Connection) -> Room:
+        async with self._lock(key):
+            room = self._rooms.get(key)
+            if room is None:
+                room = await self._load(key)
+            if len(room.connections) >= self._settings.max_connections_per_room:
+                raise TooManyConnections("room is full")
+            self._cancel_unload(key)
+            room.add(conn)
+            metrics.CONNECTIONS.inc()
+        return room
+
+    def leave(self, room: Room, conn: Connection) -> None:
+        if conn not in room.connections:
+            return
+        room.remove(conn)
+        metrics.CONNECTIONS.dec()
+        if not room.connections:
+            self._idle_since[room.key] = time.monotonic()
+            self._schedule_unload(room.key, self._settings.room_idle_seconds)
+
+    async def open(self, key: str) -> Room:
+        """The loaded room for `key` (loading it if needed), for server-side changes."""
+        async with self._lock(key):
+            room = self._rooms.get(key)
+            if room is None:
+                room = await self._load(key)
+                self._idle_since[key] = time.monotonic()
+                self._schedule_unload(key, self._settings.room_idle_seconds)
+            return room
+
+    def _lock(self, key: str) -> asyncio.Lock:
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return lock
+
+    async def _load(self, key: str) -> Room:
+        started = time.perf_counter()
+        loaded = await self._store.load(key)
+        doc: Doc = Doc()
+        try:
+            for update in loaded.updates:
+                doc.apply_update(update)
+        except ValueError as exc:
+            raise StoreError(f"stored document {key!r} cannot be read: {exc}") from exc
+        room = Room(
+            key,
+            doc,
+            store=self._store,
+            bus=self._bus,
+            settings=self._settings,
+            log_entries=loaded.log_entries,
+            log_bytes=loaded.log_bytes,
+        )
+        for hook in self._hooks:
+            result = hook(room)
+            if result is not None:
+                await result
+        self._rooms[key] = room
+        metrics.ROOMS_LOADED.set(len(self._rooms))
+        metrics.ROOM_LOAD_SECONDS.observe(time.perf_counter() - started)
+        log.info(
+            "room loaded in %.1f ms (%d stored updates)",
+            (time.perf_counter() - started) * 1000,
+            len(loaded.updates),
+            extra={"room": key},
+        )
+        self._evict_if_over_capacity()
+        return room
+
+    def _evict_if_over_capacity(self) -> None:
+        excess = len(self._rooms) - self._settings.max_rooms_loaded
+        if excess <= 0:
+            return
+        idle = sorted(
+            (since, key) for key, since in self._idle_since.items() if key in self._rooms
+        )
+        for _since, key in idle[:excess]:
+            self._schedule_unload(key, 0)
+
+    def _schedule_unload(self, key: str, delay: float) -> None:
+        self._cancel_unload(key)
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, self._start_unload, key)
+
+    def _cancel_unload(self, key: str) -> None:
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._idle_since.pop(key, None)
+
+    def _start_unload(self, key: str) -> None:
+        self._timers.pop(key, None)
+        task = asyncio.get_running_loop().create_task(self._unload(key), name=f"unload-{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _unload(self, key: str) -> None:
+        async with self._lock(key):
+            room = self._rooms.get(key)
+            if room is None or room.connections:
+                return
+            try:
+                await self._retire(room)
+            except Exception:
+                log.exception("unloading room %s failed; it stays loaded", key)
+                return
+            del self._rooms[key]
+            self._idle_since.pop(key, None)
+            self._locks.pop(key, None)
+            metrics.ROOMS_LOADED.set(len(self._rooms))
+            log.info("room unloaded", extra={"room": key})
+
+    async def _retire(self, room: Room) -> None:
+        """Flush what is pending and fold the log, so the next load is one snapshot."""
+        if room.log_entries > 0 and not room.failed:
+            room.compact()
+        await room.flush()
+        room.close()
+
+    async def shutdown(self, code: int = 1001, reason: str = "server shutting down") -> None:
+        """Close every connection with `code`, then flush and compact every room."""
+        self.closing = True
+        for room in self._rooms.values():
+            for conn in list(room.connections):
+                conn.close_soon(code, reason)
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            await asyncio.gather(task, return_exceptions=True)
+        for room in list(self._rooms.values()):
+            try:
+                await self._retire(room)
+            except Exception:
+                log.exception("flushing room %s at shutdown failed", room.key)
+        await self._store.flush()

@@ -1,0 +1,103 @@
+"""Every knob of collab in one frozen dataclass, read once from flags and COLLAB_* variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Server settings. Each field may be set by the env var COLLAB_<FIELD NAME IN CAPITALS>."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data: Path = Path("./data")
+    secret: str | None = None  # HS256 signing secret; generated under `data` when unset
+    allowed_origins: tuple[str, ...] = ()  # empty: any Origin (development); set it in production
+    database_url: str | None = None  # unset: SQLite under `data`; postgresql://... : PostgreSQL
+    redis_url: str | None = None  # unset: in-process fan-out; redis://... : cross-node fan-out
+    public_url: str | None = None  # base URL printed in links (default http://host:port)
+    demo: bool = False
+    deflate: bool = False  # permessage-deflate (see bench/RESULTS.md for why it is off)
+    log_level: str = "info"
+
+    # Durability
+    sqlite_synchronous: str = "normal"  # normal: survives kill -9; full: also power loss
+    compact_after_updates: int = 500  # log entries of a room before it is folded into a snapshot
+    compact_after_bytes: int = 4 * MiB
+    flush_timeout: float = 10.0  # seconds allowed to flush the store on shutdown
+
+    # Rooms
+    room_idle_seconds: float = 30.0  # unload a room this long after its last client left
+    max_rooms_loaded: int = 1000  # least recently used idle rooms are unloaded first
+
+    # Limits (CONTRACT §6)
+    max_message_bytes: int = 8 * MiB
+    outbox_max_messages: int = 4096  # per connection; past it the client is closed with 1013
+    outbox_max_bytes: int = 32 * MiB
+    update_rate: float = 500.0  # document updates per second per connection (token bucket)
+    update_burst: float = 2000.0
+    awareness_rate: float = 60.0  # awareness messages per second accepted from a connection
+    presence_hz: float = 30.0  # presence relays per second per client
+    presence_burst: float = 3.0
+    max_connections_per_user: int = 50
+    max_connections_per_room: int = 500
+    handshake_timeout: float = 10.0
+    max_vertices: int = 100_000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Defaults < COLLAB_* environment < explicit overrides (command-line flags)."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get("COLLAB_" + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind.startswith("bool"):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if kind.startswith("int"):
+        return int(raw)
+    if kind.startswith("float"):
+        return float(raw)
+    if kind.startswith("Path"):
+        return Path(raw)
+    if kind.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def settings_table() -> list[tuple[str, str, str]]:
+    """(field, env var, default) for the README's configuration table."""
+    return [
+        (f.name, "COLLAB_" + f.name.upper(), repr(f.default))
+        for f in fields(Settings)
+        if f.default is not dataclasses.MISSING
+    ]
+
+
+def from_process_env(**overrides: Any) -> Settings:
+    return Settings.from_env(os.environ, **overrides)
+

@@ -1,0 +1,91 @@
+"""Group commit: writes queued while a commit is in flight share the next commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from collab import metrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Op:
+    kind: str  # "append" | "compact" | "audit"
+    room: str
+    payload: Any
+    future: asyncio.Future[None] = field(default=None)  # type: ignore[assignment]
+
+
+class GroupCommitWriter:
+    """Runs `commit(ops)` for batches of queued ops, one batch at a time, in submission order.
+
+    Futures resolve in submission order after their batch committed, so callbacks attached to
+    them (relays to clients) also run in that order. A failed batch fails every future in it.
+    """
+
+    def __init__(self, commit: Callable[[list[Op]], Awaitable[None]], *, name: str) -> None:
+        self._commit = commit
+        self._name = name
+        self._queue: list[Op] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self._name}-writer")
+
+    def submit(self, op: Op) -> asyncio.Future[None]:
+        if self._closing:
+            raise RuntimeError("store is closing")
+        op.future = asyncio.get_running_loop().create_future()
+        self._queue.append(op)
+        self._last = op.future
+        self._wakeup.set()
+        return op.future
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def flush(self) -> None:
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.shield(last)
+
+    async def stop(self) -> None:
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            batch, self._queue = self._queue, []
+            started = time.perf_counter()
+            try:
+                await self._commit(batch)
+            except Exception as exc:
+                log.exception("store commit of %d ops failed", len(batch))
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(exc)
+                continue
+            metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
+            metrics.STORE_BATCH_OPS.observe(len(batch))
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_result(None)

@@ -1,0 +1,98 @@
+"""WebSocket endpoints: authenticate before joining, then hand the socket to a Connection.
+
+Refusals are sent as close codes after accepting the handshake (a browser never sees the code
+of a refused upgrade) and before any document byte: 4401, 4403, 4404 (CONTRACT §2).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qs
+
+from starlette.types import Receive, Scope, Send
+
+from collab.auth import Principal, TokenAuthenticator
+from collab.connection import Connection
+from collab.errors import CollabError, Forbidden, TooManyConnections
+from collab.origins import header, origin_allowed
+from collab.rooms import RoomManager
+from collab.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Raises NotFound when the document id is not registered.
+DocumentCheck = Callable[[str], Awaitable[None]]
+
+
+class RoomEndpoint:
+    """ASGI app for /ws/{kind}/{id}: one room per document id."""
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        rooms: RoomManager,
+        authenticator: TokenAuthenticator,
+        settings: Settings,
+        check_document: DocumentCheck,
+        on_refusal: Callable[[str, Principal | None, str, str], None],
+    ) -> None:
+        self._kind = kind
+        self._rooms = rooms
+        self._auth = authenticator
+        self._settings = settings
+        self._check_document = check_document
+        self._on_refusal = on_refusal
+        self._per_user: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        doc_id: str = scope["path_params"]["doc_id"]
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        principal: Principal | None = None
+        try:
+            principal = self._admit(scope, doc_id)
+            await self._check_document(doc_id)
+        except CollabError as exc:
+            self._on_refusal(f"{self._kind}:{doc_id}", principal, type(exc).__name__, str(exc))
+            await send({"type": "websocket.close", "code": exc.close_code, "reason": str(exc)[:120]})
+            return
+        if self._rooms.closing:
+            await send({"type": "websocket.close", "code": 1001, "reason": "server shutting down"})
+            return
+        key = f"{self._kind}:{doc_id}"
+        conn = Connection(receive, send, principal, key, self._settings)
+        self._per_user[principal.user_id] += 1
+        try:
+            try:
+                room = await self._rooms.join(key, conn)
+            except CollabError as exc:
+                self._on_refusal(key, principal, type(exc).__name__, str(exc))
+                await send({"type": "websocket.close", "code": exc.close_code, "reason": str(exc)[:120]})
+                return
+            try:
+                await conn.serve(room)
+            finally:
+                self._rooms.leave(room, conn)
+        finally:
+            self._per_user[principal.user_id] -= 1
+            if self._per_user[principal.user_id] <= 0:
+                del self._per_user[principal.user_id]
+
+    def _admit(self, scope: Scope, doc_id: str) -> Principal:
+        headers = scope.get("headers", [])
+        origin = header(headers, b"origin")
+        if not origin_allowed(origin, header(headers, b"host"), self._settings.allowed_origins):
+            raise Forbidden(f"origin {origin} is not allowed")
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        token = (query.get("token") or [None])[0]
+        principal = self._auth.authenticate(token)
+        if self._kind == "slide":
+            principal.require_slide(doc_id)
+        if self._per_user[principal.user_id] >= self._settings.max_connections_per_user:
+            raise TooManyConnections("too many connections for this user")
+        return principal
+
