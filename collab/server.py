@@ -31,6 +31,9 @@ class CollabServer(uvicorn.Server):
         except Exception:
             log.exception("draining rooms at shutdown failed")
         await super().shutdown(sockets)
+        # uvicorn re-raises the captured SIGTERM after serving, so the process would die by
+        # the signal; a clean drain is a normal exit (status 0) for process supervisors.
+        self._captured_signals.clear()
 
 
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:

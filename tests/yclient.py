@@ -45,6 +45,8 @@ class YClient:
         self._applying_remote = False
         self._clock = 0
         self._reader: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._outgoing: asyncio.Queue[bytes] = asyncio.Queue()
         self._sub = self.doc.observe(self._on_local_change)
 
     @property
@@ -64,14 +66,24 @@ class YClient:
             self.url, max_size=None, compression=None, origin=self.origin, open_timeout=timeout
         )
         self._reader = asyncio.get_running_loop().create_task(self._read())
-        await self.ws.send(encode_sync_step1(self.doc.get_state()))
+        self._writer = asyncio.get_running_loop().create_task(self._write())
+        self._queue(encode_sync_step1(self.doc.get_state()))
         if wait_sync:
             await asyncio.wait_for(self.synced.wait(), timeout)
         return self
 
+    async def flush(self, timeout: float = 10) -> None:
+        """Wait until every queued frame was handed to the socket."""
+        await asyncio.wait_for(self._outgoing.join(), timeout)
+
     async def close(self) -> None:
         if self.ws is not None:
+            if not self.closed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await self.flush()
             await self.ws.close()
+        if self._writer is not None:
+            self._writer.cancel()
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await self._reader
@@ -93,11 +105,19 @@ class YClient:
         self._clock += 1
         entry = AwarenessEntry(self.doc.client_id, self._clock, orjson.dumps(state).decode())
         msg = encode_awareness(encode_awareness_update([entry]))
-        asyncio.get_running_loop().create_task(self._send_quiet(msg))
+        self._queue(msg)
 
-    async def _send_quiet(self, msg: bytes) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
-            await self.ws.send(msg)
+    def _queue(self, msg: bytes) -> None:
+        self._outgoing.put_nowait(msg)
+
+    async def _write(self) -> None:
+        while True:
+            msg = await self._outgoing.get()
+            try:
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await self.ws.send(msg)
+            finally:
+                self._outgoing.task_done()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> None:
         """Wait until `predicate()` holds, checking after every frame and every 20 ms."""
@@ -110,8 +130,7 @@ class YClient:
     def _on_local_change(self, event: Any) -> None:
         if self._applying_remote or self.ws is None:
             return
-        msg = encode_update(event.update)
-        asyncio.get_running_loop().create_task(self._send_quiet(msg))
+        self._queue(encode_update(event.update))
 
     async def _read(self) -> None:
         try:
@@ -126,9 +145,7 @@ class YClient:
     def _handle(self, message: Any) -> None:
         if isinstance(message, SyncMessage):
             if message.kind is SyncType.STEP1:
-                asyncio.get_running_loop().create_task(
-                    self._send_quiet(encode_sync_step2(self.doc.get_update(message.payload)))
-                )
+                self._queue(encode_sync_step2(self.doc.get_update(message.payload)))
                 return
             self._applying_remote = True
             try:

@@ -1,0 +1,156 @@
+"""Nothing a client has seen is lost: kill -9, SIGTERM, idle unload, compaction."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+from pycrdt import Doc, Map
+
+from collab.auth import TokenAuthenticator
+from collab.settings import Settings
+from collab.store import open_store
+from tests.conftest import SECRET, LiveServer, ServerProcess, make_settings, start_server
+from tests.test_live_rooms import annotation
+from tests.yclient import YClient
+
+AUTH = TokenAuthenticator(SECRET)
+
+
+def token(role: str = "reviewer", user: str = "u") -> str:
+    return AUTH.mint(user=user, name=user, site="Roubaix", role=role, slides="*", ttl=600)
+
+
+def register(proc: ServerProcess, slide_id: str) -> None:
+    r = httpx.post(f"{proc.base_url}/api/slides", headers={"Authorization": f"Bearer {token('admin')}"},
+                   json={"id": slide_id, "width": 100000, "height": 80000, "mpp": 0.25})
+    assert r.status_code in (200, 201), r.text
+
+
+def url(proc: ServerProcess, slide_id: str, user: str = "u") -> str:
+    return f"{proc.ws_url}/ws/slides/{slide_id}?token={token(user=user)}"
+
+
+async def write_until_killed(proc: ServerProcess, slide_id: str, kill_after_seen: int) -> set[str]:
+    """A writer writes as fast as it can; kill -9 once an observer has seen `kill_after_seen`."""
+    writer = await YClient(url(proc, slide_id, "writer")).connect()
+    observer = await YClient(url(proc, slide_id, "observer")).connect()
+    seen: set[str] = set()
+    stop = asyncio.Event()
+
+    async def write() -> None:
+        i = 0
+        while not stop.is_set():
+            writer.annotations[f"w-{i}"] = annotation(i)
+            i += 1
+            await asyncio.sleep(0.001)
+
+    task = asyncio.get_running_loop().create_task(write())
+    await observer.wait_for(lambda: len(observer.annotations) >= kill_after_seen, timeout=30)
+    proc.kill9()
+    seen = set(observer.annotations.keys())
+    stop.set()
+    await task
+    await writer.close()
+    await observer.close()
+    return seen
+
+
+@pytest.mark.parametrize("kill_after_seen", [1, 57, 400])
+async def test_kill9_loses_nothing_that_was_seen(server_process: ServerProcess, kill_after_seen: int) -> None:
+    server_process.start()
+    register(server_process, "s1")
+    seen = await write_until_killed(server_process, "s1", kill_after_seen)
+    assert len(seen) >= kill_after_seen
+    server_process.start()
+    async with YClient(url(server_process, "s1", "checker")) as checker:
+        recovered = set(checker.annotations.keys())
+    assert seen <= recovered, f"lost {len(seen - recovered)} of {len(seen)} seen annotations"
+
+
+async def test_sigterm_flushes_and_exits_zero(server_process: ServerProcess) -> None:
+    server_process.start()
+    register(server_process, "s1")
+    client = await YClient(url(server_process, "s1", "writer")).connect()
+    for i in range(300):
+        client.annotations[f"t-{i}"] = annotation(i)
+    await asyncio.sleep(0)  # let the sends go out
+    await asyncio.sleep(0.3)
+    assert server_process.terminate() == 0
+    assert await client.wait_closed() == 1001
+    server_process.start()
+    async with YClient(url(server_process, "s1", "checker")) as checker:
+        assert len(checker.annotations) == 300
+
+
+async def test_idle_room_unloads_and_reloads_intact(tmp_path: Path) -> None:
+    live, server, task, sock = await start_server(make_settings(tmp_path / "d", room_idle_seconds=0.2))
+    try:
+        await live.register_slide("s")
+        async with live.client("s") as a:
+            for i in range(50):
+                a.annotations[f"k{i}"] = annotation(i)
+            a.annotations["k0"]["name"] = "renamed"
+            del a.annotations["k1"]
+            before = a.annotations.to_py()
+        rooms = live.app.state.collab.rooms
+        for _ in range(100):
+            if rooms.get("slide:s") is None:
+                break
+            await asyncio.sleep(0.05)
+        assert rooms.get("slide:s") is None, "room was not unloaded"
+        async with live.client("s", user="again") as b:
+            assert b.annotations.to_py() == before
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_compaction_keeps_document_content(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "d", compact_after_updates=25)
+    live, server, task, sock = await start_server(settings)
+    try:
+        await live.register_slide("s")
+        async with live.client("s") as a:
+            for i in range(60):
+                a.annotations[f"k{i}"] = annotation(i)
+                if i % 7 == 0:
+                    a.annotations[f"k{i}"]["locked"] = True
+            del a.annotations["k3"]
+            await asyncio.sleep(0.3)
+            before = a.annotations.to_py()
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+    # Read the store directly: snapshot + remaining log must rebuild exactly the same content.
+    async with open_store(settings) as store:
+        loaded = await store.load("slide:s")
+    assert loaded.log_entries < 25
+    doc: Doc = Doc()
+    for update in loaded.updates:
+        doc.apply_update(update)
+    assert doc.get("annotations", type=Map).to_py() == before
+
+
+async def test_sigterm_with_many_rooms(server_process: ServerProcess) -> None:
+    server_process.start()
+    clients = []
+    for n in range(5):
+        register(server_process, f"r{n}")
+        c = await YClient(url(server_process, f"r{n}", f"w{n}")).connect()
+        c.annotations["x"] = annotation(n)
+        clients.append(c)
+    await asyncio.sleep(0.2)
+    server_process.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    assert server_process.proc.wait(30) == 0  # type: ignore[union-attr]
+    server_process.start()
+    for n in range(5):
+        async with YClient(url(server_process, f"r{n}", "checker")) as checker:
+            assert "x" in checker.annotations
+
+
