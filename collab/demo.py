@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -198,8 +199,9 @@ class _Field:
 
     def at(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         ch, cw = self.coarse.shape
-        return self.coarse[np.minimum(ys * ch // self.h, ch - 1), np.minimum(xs * cw // self.w,
-                                                                             cw - 1)]
+        return self.coarse[
+            np.minimum(ys * ch // self.h, ch - 1), np.minimum(xs * cw // self.w, cw - 1)
+        ]
 
 
 def _islands(rng, w: int, h: int) -> _Field:
@@ -207,9 +209,14 @@ def _islands(rng, w: int, h: int) -> _Field:
     cw, ch = -(-w // 8), -(-h // 8)
     yy, xx = np.mgrid[0:ch, 0:cw].astype(np.float32)
     field = np.full((ch, cw), -1.0, np.float32)
-    for cx, cy, rx, ry in ((0.36, 0.45, 0.27, 0.33), (0.76, 0.3, 0.15, 0.2),
-                           (0.74, 0.76, 0.17, 0.15), (0.12, 0.85, 0.07, 0.06),
-                           (0.93, 0.55, 0.04, 0.05), (0.5, 0.9, 0.05, 0.04)):
+    for cx, cy, rx, ry in (
+        (0.36, 0.45, 0.27, 0.33),
+        (0.76, 0.3, 0.15, 0.2),
+        (0.74, 0.76, 0.17, 0.15),
+        (0.12, 0.85, 0.07, 0.06),
+        (0.93, 0.55, 0.04, 0.05),
+        (0.5, 0.9, 0.05, 0.04),
+    ):
         cx, cy = (cx + rng.uniform(-0.03, 0.03)) * cw, (cy + rng.uniform(-0.03, 0.03)) * ch
         t = rng.uniform(0, math.pi)
         u = ((xx - cx) * math.cos(t) + (yy - cy) * math.sin(t)) / (rx * cw)
@@ -231,6 +238,8 @@ def _glands(rng, field: _Field, w: int, h: int):
     for _ in range(int(900 * area)):
         r, elong = rng.uniform(16, 48), rng.uniform(1.0, 1.8)
         reach = r * elong * 1.2  # the farthest the wobbly, elongated outline goes
+        if 2 * reach >= min(w, h):
+            continue
         cx, cy = rng.uniform(reach, w - reach), rng.uniform(reach, h - reach)
         if field.at(np.array([int(cy)]), np.array([int(cx)]))[0] < 0.12:
             continue
@@ -259,17 +268,19 @@ def _draw_gland(rng, gland, lumen, cx, cy, r, elong):
     p1, p2 = rng.uniform(0, 6.3, 2)
     wobble = 1 + 0.12 * np.sin(k * ang + p1) + 0.06 * np.sin((k + 3) * ang + p2)
     d = np.sqrt(u * u + v * v) / (r * wobble)
-    ring = np.clip((1.0 - d) * r / (1.5), 0, 1) * 255
-    hole = np.clip((0.62 - d) * r / (1.5), 0, 1) * 255
+    ring = np.clip((1.0 - d) * r / 1.5, 0, 1) * 255
+    hole = np.clip((0.62 - d) * r / 1.5, 0, 1) * 255
     np.maximum(gland[y0:y1, x0:x1], ring.astype(np.uint8), out=gland[y0:y1, x0:x1])
     np.maximum(lumen[y0:y1, x0:x1], hole.astype(np.uint8), out=lumen[y0:y1, x0:x1])
     # Nuclei evenly spaced round the ring near its base (ignoring the gentle wobble).
-    n = int(math.pi * r * (1 + elong) / (6.5))
+    n = int(math.pi * r * (1 + elong) / 6.5)
     a = np.linspace(0, 2 * math.pi, n, endpoint=False) + rng.uniform(0, 0.3, n)
     rr = r * rng.uniform(0.78, 0.9, n)
     uu, vv = rr * np.cos(a) * elong, rr * np.sin(a)
-    return ((cy + uu * math.sin(t) + vv * math.cos(t)).astype(np.int64),
-            (cx + uu * math.cos(t) - vv * math.sin(t)).astype(np.int64))
+    return (
+        (cy + uu * math.sin(t) + vv * math.cos(t)).astype(np.int64),
+        (cx + uu * math.cos(t) - vv * math.sin(t)).astype(np.int64),
+    )
 
 
 def _nuclei(rng, field: _Field, gland: np.ndarray, epi) -> np.ndarray:
@@ -281,10 +292,11 @@ def _nuclei(rng, field: _Field, gland: np.ndarray, epi) -> np.ndarray:
     def in_stroma(ys, xs):
         return (field.at(ys, xs) > 0.03) & (gland[ys, xs] == 0)
 
-    n = int(h * w / (650))
+    n = int(h * w / 650)
     ys, xs = rng.integers(0, h, n), rng.integers(0, w, n)
     keep = in_stroma(ys, xs)
-    foci = [(rng.uniform(0, h), rng.uniform(0, w), rng.uniform(25, 70)) for _ in range(int(40 * h * w / (5120 * 3840)) + 1)]
+    n_foci = int(40 * h * w / (5120 * 3840)) + 1
+    foci = [(rng.uniform(0, h), rng.uniform(0, w), rng.uniform(25, 70)) for _ in range(n_foci)]
     counts = [int(0.35 * s * s) for _, _, s in foci]
     ly = np.concatenate([rng.normal(cy, s, c) for (cy, _, s), c in zip(foci, counts, strict=True)])
     lx = np.concatenate([rng.normal(cx, s, c) for (_, cx, s), c in zip(foci, counts, strict=True)])
@@ -307,7 +319,7 @@ def _nuclei(rng, field: _Field, gland: np.ndarray, epi) -> np.ndarray:
 
 def _nucleus_stamp(radius: float, stretch: float, angle: float) -> np.ndarray:
     """A soft-edged elliptical nucleus, darker at the rim like real chromatin."""
-    half = int(math.ceil(radius * stretch)) + 1
+    half = math.ceil(radius * stretch) + 1
     yy, xx = np.mgrid[-half : half + 1, -half : half + 1].astype(np.float32)
     u = (xx * math.cos(angle) + yy * math.sin(angle)) / (radius * stretch)
     v = (-xx * math.sin(angle) + yy * math.cos(angle)) / radius
@@ -344,34 +356,33 @@ def _plain_tiles(img: Image.Image) -> Iterator[bytes]:
     yield from _parallel(lambda box: _jpeg(padded.crop(box)), boxes)
 
 
-def _level0_tiles(base: Image.Image, width: int, height: int, seed: int) -> Iterator[bytes]:
+def _level0_tiles(base: Image.Image, width: int, height: int, rng) -> Iterator[bytes]:
     """Full-resolution tiles: the painted image upsampled, with fine grain added."""
-    grain = _grain_texture(np.random.default_rng(seed + 1))
-    gsize = grain.shape[0] // 2
-    arr = np.asarray(base)
-    glass_tile = None
+    grain = _grain_texture(rng)
+    period = grain.shape[0] // 2
+    pixels = np.asarray(base)
     step = TILE // SCALE
+    glass = _jpeg(Image.new("RGB", (TILE, TILE), tuple(int(v) for v in 255 * np.exp(-_GLASS))))
 
-    def make(pos: tuple[int, int]) -> bytes:
-        nonlocal glass_tile
+    def tile(pos: tuple[int, int]) -> bytes:
         x, y = pos
         bx, by = x // SCALE, y // SCALE
-        patch = arr[max(0, by - 1) : by + step + 1, max(0, bx - 1) : bx + step + 1]
-        if patch.min() >= 240:  # bare glass: every such tile is the same bytes
-            if glass_tile is None:
-                glass_tile = _jpeg(Image.new("RGB", (TILE, TILE), tuple(int(c) for c in
-                                   255 * np.exp(-_GLASS))))
-            return glass_tile
-        up = base.resize((TILE, TILE), Image.Resampling.BILINEAR,
-                         box=(bx, by, bx + step, by + step))
-        g = grain[y % gsize : y % gsize + TILE, x % gsize : x % gsize + TILE, None]
-        # Scale the optical density (roughly 255 - value) by the grain, so glass stays
-        # clean and darker structures get proportionally more texture.
+        patch = pixels[max(0, by - 1) : by + step + 1, max(0, bx - 1) : bx + step + 1]
+        if patch.min() >= 240:  # bare glass, like most of a real slide: one shared tile
+            return glass
+        # Bilinear from the whole image (not a cropped patch), so tiles join seamlessly.
+        up = base.resize(
+            (TILE, TILE), Image.Resampling.BILINEAR, box=(bx, by, bx + step, by + step)
+        )
+        g = grain[y % period : y % period + TILE, x % period : x % period + TILE, None]
+        # Scale the darkness (roughly optical density) by the grain: glass stays clean and
+        # darker structures, nuclei above all, get proportionally more texture.
         dark = (255 - np.asarray(up, np.uint16)) * g >> 7
         return _jpeg(Image.fromarray((255 - np.minimum(dark, 255)).astype(np.uint8), "RGB"))
 
-    positions = [(x, y) for y in range(0, height, TILE) for x in range(0, width, TILE)]
-    yield from _parallel(make, positions)
+    yield from _parallel(
+        tile, [(x, y) for y in range(0, height, TILE) for x in range(0, width, TILE)]
+    )
 
 
 def _grain_texture(rng: np.random.Generator) -> np.ndarray:
@@ -406,37 +417,42 @@ def _parallel(fn: Callable, items: list, window: int = 64) -> Iterator[bytes]:
 
 class _TiffWriter:
     """Writes a classic little-endian TIFF, one tiled JPEG (YCbCr 4:2:0) directory per
-    pyramid level, in order, as OpenSlide's generic-tiff driver expects (not SubIFDs)."""
+    pyramid level, largest first: what OpenSlide's generic-tiff driver reads (SubIFDs it
+    would not). Tiles are streamed; each directory follows its level's tiles."""
 
-    def __init__(self, f) -> None:
-        self.f = f
+    def __init__(self, f: BinaryIO, width: int, mpp: float) -> None:
+        self.f, self.width, self.mpp = f, width, mpp
         f.write(b"II*\x00\x00\x00\x00\x00")
         self.link = 4  # where the offset of the next directory goes
 
     def _align(self) -> int:
-        if self.f.tell() % 2:
+        if self.f.tell() % 2:  # TIFF wants word-aligned offsets
             self.f.write(b"\x00")
         return self.f.tell()
 
-    def write_level(self, w, h, tiles, res_per_cm, *, reduced, description=None) -> None:
+    def write_level(self, w: int, h: int, tiles: Iterator[bytes], description: str = "") -> None:
         offsets, counts = [], []
         for data in tiles:
             offsets.append(self._align())
             counts.append(len(data))
             self.f.write(data)
+        if self.f.tell() >= 2**32:
+            raise ValueError("demo slide too large for a classic TIFF")
         if len(offsets) != -(-w // TILE) * -(-h // TILE):
             raise RuntimeError("tile count does not match the level size")
-        num, den = _rational(res_per_cm)
+        # Pixels per centimetre at this level. (libtiff hands it to OpenSlide as a float,
+        # so openslide.mpp-x reads back as 0.25270000000000004 for 0.2527.)
+        res = _rational(Fraction(10_000) / (Fraction(str(self.mpp)) * Fraction(self.width, w)))
         tags = [
-            (254, 4, [1 if reduced else 0]),  # NewSubfileType: reduced-resolution image
+            (254, 4, [0 if w == self.width else 1]),  # NewSubfileType: 1 = reduced image
             (256, 4, [w]),
             (257, 4, [h]),
             (258, 3, [8, 8, 8]),  # BitsPerSample
             (259, 3, [7]),  # Compression: JPEG
-            (262, 3, [6]),  # Photometric: YCbCr, which is what the JPEG stores
+            (262, 3, [6]),  # Photometric: YCbCr, which is what the JPEG tiles hold
             (277, 3, [3]),  # SamplesPerPixel
-            (282, 5, [num, den]),  # XResolution
-            (283, 5, [num, den]),  # YResolution
+            (282, 5, res),  # XResolution
+            (283, 5, res),  # YResolution
             (284, 3, [1]),  # PlanarConfiguration: chunky
             (296, 3, [3]),  # ResolutionUnit: centimetre
             (305, 2, b"collab\x00"),  # Software
@@ -449,38 +465,35 @@ class _TiffWriter:
         ]
         if description:
             tags.append((270, 2, description.encode("ascii") + b"\x00"))
-        tags.sort()
-        self._write_ifd(tags)
+        self._write_ifd(sorted(tags))
 
-    def _write_ifd(self, tags) -> None:
-        fmt = {2: "s", 3: "H", 4: "I", 5: "I"}
+    def _write_ifd(self, tags: list[tuple[int, int, Any]]) -> None:
         ifd = self._align()
-        extra_at = ifd + 2 + 12 * len(tags) + 4
+        after = ifd + 2 + 12 * len(tags) + 4  # values over 4 bytes go after the directory
         entries, extra = [], b""
         for code, typ, values in tags:
-            count = len(values) // (2 if typ == 5 else 1)
-            raw = values if typ == 2 else struct.pack(f"<{len(values)}{fmt[typ]}", *values)
+            count = len(values) // 2 if typ == 5 else len(values)
+            raw = (
+                values
+                if typ == 2
+                else struct.pack(f"<{len(values)}{'H' if typ == 3 else 'I'}", *values)
+            )
             if len(raw) <= 4:
                 entries.append(struct.pack("<HHI", code, typ, count) + raw.ljust(4, b"\x00"))
             else:
-                entries.append(struct.pack("<HHII", code, typ, count, extra_at + len(extra)))
+                entries.append(struct.pack("<HHII", code, typ, count, after + len(extra)))
                 extra += raw + b"\x00" * (len(raw) % 2)
-        self.f.write(struct.pack("<H", len(tags)) + b"".join(entries) + b"\x00\x00\x00\x00")
-        self.f.write(extra)
+        self.f.write(struct.pack("<H", len(tags)) + b"".join(entries) + b"\x00" * 4 + extra)
         end = self.f.tell()
-        if end >= 2**32:
-            raise ValueError("demo slide too large for a classic TIFF")
-        self.f.seek(self.link)
+        self.f.seek(self.link)  # chain this directory to the previous one
         self.f.write(struct.pack("<I", ifd))
         self.f.seek(end)
         self.link = ifd + 2 + 12 * len(tags)
 
-    def finish(self) -> None:
-        self.f.flush()
 
-
-def _rational(x: Fraction) -> tuple[int, int]:
+def _rational(x: Fraction) -> list[int]:
+    """A TIFF RATIONAL (two 32-bit LONGs) as close to `x` as fits."""
     x = x.limit_denominator(2**32 - 1)
-    while x.numerator >= 2**32:  # stay within two LONGs, at a (tiny) loss of precision
-        x = x.limit_denominator(x.denominator // 2)
-    return x.numerator, x.denominator
+    while x.numerator >= 2**32:
+        x = x.limit_denominator(max(1, x.denominator // 2))
+    return [x.numerator, x.denominator]

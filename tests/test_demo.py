@@ -1,0 +1,99 @@
+"""The generated demo slide: a pyramidal TIFF that OpenSlide opens, made once."""
+
+import itertools
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import openslide
+import pytest
+
+from collab.demo import DEFAULT_MPP, DemoSlide, ensure_demo_slide
+from collab.tiles import SlideImages
+
+
+def test_small_demo_slide_is_a_pyramid_openslide_reads(tmp_path):
+    demo = ensure_demo_slide(tmp_path, width=3000, height=2200)
+
+    assert isinstance(demo, DemoSlide)
+    assert (demo.id, demo.width, demo.height, demo.mpp) == ("demo-tissue", 3000, 2200, 0.2527)
+    assert demo.path.parent == tmp_path and demo.path.is_file()
+    assert openslide.OpenSlide.detect_format(demo.path) == "generic-tiff"
+    with openslide.OpenSlide(demo.path) as slide:
+        assert slide.dimensions == (3000, 2200)
+        assert slide.level_dimensions == ((3000, 2200), (750, 550), (188, 138))
+        assert slide.level_downsamples[1] == pytest.approx(4.0)
+        assert float(slide.properties[openslide.PROPERTY_NAME_MPP_X]) == pytest.approx(0.2527)
+        assert float(slide.properties[openslide.PROPERTY_NAME_MPP_Y]) == pytest.approx(0.2527)
+        thumb = np.asarray(slide.get_thumbnail((400, 400)).convert("RGB"), np.int16)
+    # Tissue-like at a glance: some bare glass, some pink stroma, some purple nuclei.
+    r, g, b = thumb[..., 0], thumb[..., 1], thumb[..., 2]
+    glass = (thumb.min(axis=2) > 235).mean()
+    pink = ((r > 200) & (g < 200) & (r - g > 40)).mean()
+    purple = ((b > r) & (r < 180)).mean()
+    assert 0.2 < glass < 0.8, glass
+    assert pink > 0.1, pink
+    assert purple > 0.002, purple
+    assert not list(tmp_path.glob("*.tmp")), "temporary file left behind"
+
+
+def test_existing_slide_is_reused_and_a_broken_one_replaced(tmp_path):
+    first = ensure_demo_slide(tmp_path, width=1024, height=768)
+    mtime = first.path.stat().st_mtime_ns
+    assert ensure_demo_slide(tmp_path, width=1024, height=768).path.stat().st_mtime_ns == mtime
+
+    first.path.write_bytes(b"II*\x00 truncated")
+    again = ensure_demo_slide(tmp_path, width=1024, height=768)
+    with openslide.OpenSlide(again.path) as slide:
+        assert slide.dimensions == (1024, 768)
+
+    # A different size asked for: regenerated at that size.
+    bigger = ensure_demo_slide(tmp_path, width=1536, height=1024)
+    with openslide.OpenSlide(bigger.path) as slide:
+        assert slide.dimensions == (1536, 1024)
+
+
+def test_same_seed_same_pixels(tmp_path):
+    a = ensure_demo_slide(tmp_path / "a", width=1024, height=768)
+    b = ensure_demo_slide(tmp_path / "b", width=1024, height=768)
+    with openslide.OpenSlide(a.path) as sa, openslide.OpenSlide(b.path) as sb:
+        assert sa.read_region((300, 200), 0, (200, 200)) == sb.read_region(
+            (300, 200), 0, (200, 200)
+        )
+
+
+def test_too_small_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="at least"):
+        ensure_demo_slide(tmp_path, width=100, height=100)
+
+
+async def test_default_demo_slide_full_size(tmp_path):
+    """The real thing: at least 20,000 x 15,000, a pyramid, fast and small."""
+    start = time.perf_counter()
+    demo = ensure_demo_slide(tmp_path)
+    elapsed = time.perf_counter() - start
+
+    assert demo.width >= 20_000 and demo.height >= 15_000
+    assert demo.mpp == DEFAULT_MPP
+    assert demo.path.stat().st_size < 50 * 2**20
+    assert elapsed < 30, f"generation took {elapsed:.1f}s"  # about 3 s on 2 cores
+    with openslide.OpenSlide(demo.path) as slide:
+        assert slide.dimensions == (demo.width, demo.height)
+        assert slide.level_count >= 4
+        downsamples = slide.level_downsamples
+        assert downsamples[0] == 1 and all(b > a for a, b in itertools.pairwise(downsamples))
+        level0 = slide.read_region((demo.width // 2 - 128, demo.height // 2 - 128), 0, (256, 256))
+        assert level0.size == (256, 256)
+
+    images = SlideImages()
+    try:
+        assert images.probe(demo.path) == {
+            "width": demo.width,
+            "height": demo.height,
+            "mpp": DEFAULT_MPP,
+        }
+        root = ET.fromstring(await images.dzi(demo.path))
+        size = root.find("{http://schemas.microsoft.com/deepzoom/2008}Size")
+        assert (int(size.get("Width")), int(size.get("Height"))) == (demo.width, demo.height)
+    finally:
+        images.close()
