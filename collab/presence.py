@@ -57,6 +57,8 @@ class Presence:
         self._hz = hz
         self._burst = burst
         self._clients: dict[int, _ClientPresence] = {}
+        # Last clock seen per client id, kept after removal so late echoes cannot revive it.
+        self._clocks: dict[int, int] = {}
 
     def __len__(self) -> int:
         return len(self._clients)
@@ -65,9 +67,20 @@ class Presence:
         return {cid: orjson.loads(c.state_json) for cid, c in self._clients.items()}
 
     def apply(self, conn: Connection, payload: bytes) -> None:
-        """Apply an awareness update from `conn`; relay the entries that really advance."""
+        """Apply an awareness update from `conn`; relay the entries that really advance.
+
+        Stock y-websocket clients echo every awareness change they receive back to the server,
+        so entries that do not advance a clock are common and are dropped silently.
+        """
         for entry in decode_awareness_update(payload):
-            current = self._clients.get(entry.client_id)
+            client_id = entry.client_id
+            removal = entry.state_json == NULL_STATE
+            current = self._clients.get(client_id)
+            known = self._clocks.get(client_id)
+            if known is not None and (
+                entry.clock < known or (entry.clock == known and not (removal and current))
+            ):
+                continue  # stale or an echo: nothing new
             if current is not None and current.owner is not conn:
                 if current.owner.principal.user_id != conn.principal.user_id:
                     metrics.REFUSALS.labels(reason="foreign_awareness_id").inc()
@@ -78,25 +91,25 @@ class Presence:
                     continue
                 # The same user reconnected with the same Yjs client id before the server
                 # noticed the old socket was gone: the new connection takes the id over.
-                current.owner.client_ids.discard(entry.client_id)
+                current.owner.client_ids.discard(client_id)
                 current.owner = conn
-            if entry.state_json == NULL_STATE:
-                if current is not None and entry.clock >= current.clock:
-                    self._remove(entry.client_id, entry.clock)
+            self._clocks[client_id] = entry.clock
+            if removal:
+                if current is not None:
+                    self._remove(client_id)
                 continue
-            if current is not None and entry.clock <= current.clock:
-                continue  # stale or duplicate: nothing new to relay
             state_json = self._stamp(conn, entry.state_json)
             if state_json is None:
                 continue
             if current is None:
-                current = _ClientPresence(conn, entry.clock, state_json, TokenBucket(self._hz, self._burst))
-                self._clients[entry.client_id] = current
-                conn.client_ids.add(entry.client_id)
+                bucket = TokenBucket(self._hz, self._burst)
+                current = _ClientPresence(conn, entry.clock, state_json, bucket)
+                self._clients[client_id] = current
+                conn.client_ids.add(client_id)
             else:
                 current.clock = entry.clock
                 current.state_json = state_json
-            self._relay_throttled(entry.client_id, current)
+            self._relay_throttled(client_id, current)
 
     def encode_all(self) -> bytes | None:
         """One awareness message with every known state, for a joiner or a query."""
@@ -110,7 +123,7 @@ class Presence:
         for client_id in list(conn.client_ids):
             current = self._clients.get(client_id)
             if current is not None and current.owner is conn:
-                self._remove(client_id, current.clock + 1)
+                self._remove(client_id)
         conn.client_ids.clear()
 
     def close(self) -> None:
@@ -132,13 +145,15 @@ class Presence:
         state["user"] = conn.presence_user
         return orjson.dumps(state).decode()
 
-    def _remove(self, client_id: int, clock: int) -> None:
+    def _remove(self, client_id: int) -> None:
+        """Forget a state and tell everyone, at its clock (as y-websocket's server does)."""
         current = self._clients.pop(client_id, None)
         if current is None:
             return
         if current.timer is not None:
             current.timer.cancel()
         current.owner.client_ids.discard(client_id)
+        clock = self._clocks.get(client_id, current.clock)
         update = encode_awareness_update([AwarenessEntry(client_id, clock, NULL_STATE)])
         self._broadcast(encode_awareness(update), current.owner)
 
