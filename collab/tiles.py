@@ -10,31 +10,37 @@ annotations are stored in. Wiring in collab/api.py::
 
     from collab.tiles import SlideImageError, SlideImages
 
-    images = SlideImages()  # one per app; images.close() on shutdown (lifespan)
+    images = SlideImages()  # one per app; images.close() at shutdown (lifespan)
 
     async def slide_dzi(request):
-        path = slide_path(request.path_params["slide_id"])  # registry lookup; None -> 404
+        path = slide_file(request.path_params["slide_id"])  # registry: record["path"] or None
+        if path is None:
+            return JSONResponse({"error": "no such slide"}, status_code=404)
         try:
             xml = await images.dzi(path)
-        except SlideImageError as e:  # TileNotFound -> 404, SlideUnreadable -> 400
+        except SlideImageError as e:  # TileNotFound: 404, SlideUnreadable: 400
             return JSONResponse({"error": str(e)}, status_code=e.http_status)
         return Response(xml, media_type="application/xml")
 
     async def slide_tile(request):
         p = request.path_params
-        path = slide_path(p["slide_id"])
+        path = slide_file(p["slide_id"])
+        if path is None:
+            return JSONResponse({"error": "no such slide"}, status_code=404)
         try:
             jpeg = await images.tile(path, p["level"], p["col"], p["row"])
         except SlideImageError as e:
             return JSONResponse({"error": str(e)}, status_code=e.http_status)
-        # Tiles of a file never change: let the browser keep them.
+        # Tiles change only if the slide is re-registered with another file: cache a while.
         return Response(jpeg, media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=86400"})
+                        headers={"Cache-Control": "private, max-age=3600"})
 
     routes = [
         Route("/slides/{slide_id}.dzi", slide_dzi),
         Route("/slides/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg", slide_tile),
     ]
+
+(Auth and Origin checks as for the other routes; tests/test_tiles.py runs this snippet.)
 
 At registration (``POST /api/slides`` with a ``path``), ``await asyncio.to_thread(
 images.probe, path)`` gives width, height and mpp, and raises `SlideUnreadable` (400) for a

@@ -157,11 +157,11 @@ def test_wiring_from_the_module_docstring(slide_path):
     images = SlideImages()
     slides = {"demo-tissue": slide_path}
 
-    def slide_path_of(slide_id):
+    def slide_file(slide_id):
         return slides.get(slide_id)
 
     async def slide_dzi(request):
-        path = slide_path_of(request.path_params["slide_id"])
+        path = slide_file(request.path_params["slide_id"])
         if path is None:
             return JSONResponse({"error": "no such slide"}, status_code=404)
         try:
@@ -172,7 +172,7 @@ def test_wiring_from_the_module_docstring(slide_path):
 
     async def slide_tile(request):
         p = request.path_params
-        path = slide_path_of(p["slide_id"])
+        path = slide_file(p["slide_id"])
         if path is None:
             return JSONResponse({"error": "no such slide"}, status_code=404)
         try:
@@ -180,7 +180,7 @@ def test_wiring_from_the_module_docstring(slide_path):
         except SlideImageError as e:
             return JSONResponse({"error": str(e)}, status_code=e.http_status)
         return Response(
-            jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"}
+            jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
         )
 
     app = Starlette(
