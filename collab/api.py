@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -13,9 +14,10 @@ from starlette.routing import Route
 
 from collab import metrics
 from collab.auth import Principal, TokenAuthenticator
-from collab.errors import BadRequest, CollabError, Forbidden, Unauthorized
+from collab.errors import BadRequest, CollabError, Forbidden, NotFound, Unauthorized
 from collab.origins import origin_allowed
 from collab.registry import SlideRegistry, public_slide, validate_slide
+from collab.tiles import SlideImageError, SlideImages
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,17 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 class Api:
     """The HTTP surface; each handler authenticates from the Bearer header."""
 
-    def __init__(self, authenticator: TokenAuthenticator, slides: SlideRegistry, settings: Any) -> None:
+    def __init__(
+        self,
+        authenticator: TokenAuthenticator,
+        slides: SlideRegistry,
+        settings: Any,
+        images: SlideImages,
+    ) -> None:
         self._auth = authenticator
         self._slides = slides
         self._settings = settings
+        self._images = images
 
     def principal(self, request: Request) -> Principal:
         if request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -60,6 +69,13 @@ class Api:
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("missing bearer token")
         return self._auth.authenticate(token.strip())
+
+    def image_principal(self, request: Request) -> Principal:
+        """Tiles also take `?token=`: an image viewer cannot always set headers on each tile,
+        and OpenSeadragon carries the DZI URL's query string over to every tile URL."""
+        if "authorization" in request.headers:
+            return self.principal(request)
+        return self._auth.authenticate(request.query_params.get("token"))
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -84,8 +100,43 @@ class Api:
         return JSONResponse(public_slide(record), status_code=200 if existed else 201)
 
     async def complete_slide(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Fill width, height and mpp of a slide file the server opens itself (see tiles)."""
+        """Fill width, height and mpp of a slide file the server opens itself."""
+        if "path" not in record:
+            return record
+        try:
+            probed = await asyncio.to_thread(self._images.probe, record["path"])
+        except SlideImageError as exc:
+            raise BadRequest(f"cannot open slide file: {exc}") from exc
+        for key in ("width", "height", "mpp"):
+            record.setdefault(key, probed[key])
+        if not record.get("mpp"):
+            raise BadRequest("the slide file has no microns per pixel: give mpp")
         return record
+
+    async def _slide_file(self, request: Request) -> str:
+        slide_id = request.path_params["slide_id"]
+        self.image_principal(request).require_slide(slide_id)
+        record = await self._slides.get(slide_id)
+        if not record.get("path"):
+            raise NotFound(f"slide {slide_id!r} has no image served by this server")
+        return str(record["path"])
+
+    async def slide_dzi(self, request: Request) -> Response:
+        path = await self._slide_file(request)
+        try:
+            xml = await self._images.dzi(path)
+        except SlideImageError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+        return Response(xml, media_type="application/xml")
+
+    async def slide_tile(self, request: Request) -> Response:
+        path = await self._slide_file(request)
+        p = request.path_params
+        try:
+            jpeg = await self._images.tile(path, p["level"], p["col"], p["row"])
+        except SlideImageError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     def routes(self) -> list[Route]:
         return [
@@ -93,4 +144,10 @@ class Api:
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/api/slides", self.list_slides, methods=["GET"]),
             Route("/api/slides", self.register_slide, methods=["POST"]),
+            Route("/slides/{slide_id}.dzi", self.slide_dzi, methods=["GET"]),
+            Route(
+                "/slides/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg",
+                self.slide_tile,
+                methods=["GET"],
+            ),
         ]

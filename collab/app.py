@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -18,11 +19,13 @@ from collab import metrics
 from collab.api import Api, error_response
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
 from collab.bus import LocalBus
+from collab.demo import ensure_demo_slide
 from collab.errors import CollabError
 from collab.registry import SlideRegistry
 from collab.rooms import RoomManager
 from collab.settings import Settings
 from collab.store import AuditRecord, open_store
+from collab.tiles import SlideImages
 from collab.ws import RoomEndpoint
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,8 @@ class Collab:
         self.bus = LocalBus()
         self.rooms = RoomManager(self.store, self.bus, settings)  # type: ignore[arg-type]
         self.slides = SlideRegistry(self.store)  # type: ignore[arg-type]
-        self.api = Api(self.authenticator, self.slides, settings)
+        self.images = SlideImages()
+        self.api = Api(self.authenticator, self.slides, settings, self.images)
 
     async def check_slide(self, slide_id: str) -> None:
         await self.slides.get(slide_id)
@@ -56,6 +60,16 @@ class Collab:
         self.store.audit(  # type: ignore[attr-defined]
             AuditRecord(room, int(time.time() * 1000), user, site, "refused", None, {"reason": reason, "message": message})
         )
+
+    async def register_demo(self) -> None:
+        """--demo: generate (once) and register the demo slide, then print two ready links."""
+        slide = await asyncio.to_thread(ensure_demo_slide, self.settings.data)
+        await self.slides.put({
+            "id": slide.id, "title": slide.title, "width": slide.width, "height": slide.height,
+            "mpp": slide.mpp, "path": str(slide.path), "tiles": f"/slides/{slide.id}.dzi",
+        })
+        links = demo_links(self.authenticator, self.settings.base_url, slide.id)
+        print("\n".join(["", "collab demo slide ready:", *links, ""]), flush=True)
 
     async def drain(self) -> None:
         """SIGTERM: close every socket with 1001 and flush every pending update."""
@@ -81,6 +95,18 @@ class Collab:
         return routes
 
 
+def demo_links(auth: TokenAuthenticator, base_url: str, slide_id: str, ttl: float = 12 * 3600) -> list[str]:
+    """Two browser links: a Roubaix reviewer and a read-only Mouscron trainee."""
+    reviewer = auth.mint(user="dr-roubaix", name="Dr Martin (Roubaix)", site="Roubaix",
+                         role="reviewer", slides=[slide_id], ttl=ttl)
+    trainee = auth.mint(user="trainee-mouscron", name="Trainee Dubois (Mouscron)", site="Mouscron",
+                        role="viewer", slides=[slide_id], ttl=ttl)
+    return [
+        f"  reviewer (Roubaix):        {base_url}/app/?slide={slide_id}&token={reviewer}",
+        f"  trainee, read-only (Mouscron): {base_url}/app/?slide={slide_id}&token={trainee}",
+    ]
+
+
 def create_app(settings: Settings) -> Starlette:
     collab = Collab(settings)
 
@@ -88,9 +114,12 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with collab.store:  # type: ignore[attr-defined]
             try:
+                if settings.demo:
+                    await collab.register_demo()
                 yield
             finally:
                 await collab.drain()
+                collab.images.close()
 
     async def on_collab_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, CollabError)
