@@ -188,7 +188,9 @@ class SpatialIndex:
         reach = shapely.box(x - tolerance, y - tolerance, x + tolerance, y + tolerance)
         candidates = self._tree.tree.query(reach)
         hits = candidates[
-            _point_hits(self._tree.geoms[candidates], self._tree.areal[candidates], point, tolerance)
+            _point_hits(
+                self._tree.geoms[candidates], self._tree.areal[candidates], point, tolerance
+            )
         ]
         found = self._fresh(hits)
         ids, geoms, areal = self._delta_arrays()
@@ -289,7 +291,10 @@ def _point_hits(
     if areal.any():
         hits[areal] = shapely.intersects(geoms[areal], point)  # = covers, for a point
     if (~areal).any():
-        hits[~areal] = shapely.dwithin(geoms[~areal], point, tolerance)
+        others = geoms[~areal]
+        # dwithin(d=0) is intersects; GEOS warns on a zero distance, so say it plainly.
+        near = shapely.dwithin(others, point, tolerance) if tolerance > 0 else None
+        hits[~areal] = shapely.intersects(others, point) if near is None else near
     return hits
 
 
