@@ -1,0 +1,127 @@
+// Entry point: /app/?slide=<id>&token=<jwt> opens a slide; /app/?token=<jwt> lists slides.
+// (A tumor-board session view, /app/?session=<id>&token=..., hosts a SlideView the same way.)
+import './app.css'
+import { identityFrom, isExpired } from './auth.js'
+import { listSlides, ApiError } from './api.js'
+import { createLayout, homeHref, slideHref } from './layout.js'
+import { SlideView } from './slideview.js'
+import { h } from './dom.js'
+import { formatArea } from './geometry.js'
+
+const root = document.getElementById('app')
+const params = new URLSearchParams(location.search)
+const token = params.get('token') || ''
+const me = identityFrom(token)
+
+// Test/automation hook: read state without scraping pixels.
+const hook = {
+  view: null,
+  get doc () { return this.view && this.view.doc },
+  get provider () { return this.view && this.view.room.provider },
+  get awareness () { return this.view && this.view.awareness },
+  get viewer () { return this.view && this.view.viewer },
+  get store () { return this.view && this.view.store },
+  me,
+  page: null,
+  state () { return this.view ? this.view.state() : { page: this.page, me } },
+  annotation (id) { return this.view ? this.view.annotationSummary(id) : null },
+  imageToClient (x, y) { return this.view ? this.view.imageToClient(x, y) : null },
+  follow (clientId) { this.view && this.view.presence.follow(clientId) },
+}
+window.collab = hook
+
+function noToken (layout, why) {
+  hook.page = 'no-token'
+  layout.fatal(why ? 'This link cannot be used' : 'A link with a token is needed',
+    why || 'Open the link you were given (it contains your access token), or paste a token below.', [])
+  const box = layout.app.querySelector('.fatal-box')
+  const input = h('input', { type: 'text', placeholder: 'eyJ…', 'aria-label': 'Token', 'data-testid': 'token-input' })
+  box.append(h('form.token-form', {
+    on: { submit: (e) => { e.preventDefault(); const t = input.value.trim(); if (t) location.search = `?${new URLSearchParams({ ...Object.fromEntries(params), token: t })}` } },
+  }, input, h('button.primary', { type: 'submit' }, 'Open')))
+}
+
+async function slideList () {
+  hook.page = 'slides'
+  document.title = 'Slides · collab'
+  const layout = createLayout(root, { toolbar: false, side: false })
+  if (!me) return noToken(layout)
+  if (isExpired(me)) return noToken(layout, 'Your link has expired. Ask for a new link.')
+  layout.regions.header.append(h('div.header-items', null, h('span.slide-title', null, 'Slides'),
+    h('span.me', { 'data-testid': 'me' }, h('span.dot', { style: { background: me.color } }), h('span.me-name', null, me.name), h('span.muted', null, ` · ${me.site || '—'} · `), h('span.role', null, me.role))))
+  const main = layout.regions.main
+  main.classList.add('scroll')
+  const list = h('ul.slide-list', { 'data-testid': 'slide-list' }, h('li.muted', null, 'Loading…'))
+  main.append(h('div.page', null, h('h1', null, 'Slides you can open'), list))
+  try {
+    const slides = await listSlides(token)
+    list.replaceChildren()
+    if (!slides.length) list.append(h('li.muted', null, 'No slides are registered yet.'))
+    for (const s of slides) {
+      list.append(h('li.slide-card', { 'data-testid': 'slide-card', 'data-id': s.id },
+        h('a', { href: slideHref(s.id, token) },
+          h('strong', null, s.title || s.id),
+          h('span.muted', null, `${s.id} · ${Number(s.width).toLocaleString('en-US')} × ${Number(s.height).toLocaleString('en-US')} px`,
+            s.mpp ? ` · ${s.mpp} µm/px · ${formatArea(s.width * s.height * s.mpp * s.mpp)}` : ''))))
+    }
+  } catch (e) {
+    list.replaceChildren(h('li.error', { role: 'alert' }, messageFor(e)))
+  }
+}
+
+function messageFor (e) {
+  if (e instanceof ApiError) {
+    if (e.status === 401) return `Your link is not valid or has expired (${e.message}). Ask for a new link.`
+    if (e.status === 403) return `Your link does not give access here (${e.message}).`
+    return e.message
+  }
+  return String(e && e.message ? e.message : e)
+}
+
+async function slidePage (slideId) {
+  hook.page = 'slide'
+  const layout = createLayout(root)
+  if (!me) return noToken(layout)
+  if (isExpired(me)) return noToken(layout, 'Your link has expired. Ask for a new link.')
+  let slide = null
+  try {
+    const slides = await listSlides(token)
+    slide = slides.find((s) => s.id === slideId) || null
+    if (!slide) {
+      return layout.fatal('Slide not found', `There is no slide "${slideId}" you can open.`, [{ label: 'Slide list', href: homeHref() }])
+    }
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 401 || e.status === 403)) {
+      return layout.fatal('Cannot open the slide', messageFor(e), [{ label: 'Slide list', href: homeHref() }])
+    }
+    // The list is unavailable: fall back to the server's own tiles for this id.
+    layout.toast(`Slide details unavailable (${messageFor(e)}); measurements are shown in pixels.`, { level: 'warn' })
+    slide = { id: slideId, title: slideId, width: 0, height: 0, mpp: null, tiles: `${location.pathname.replace(/\/app(\/.*)?$/, '')}/slides/${encodeURIComponent(slideId)}.dzi` }
+  }
+  slide.mpp = Number(slide.mpp) > 0 ? Number(slide.mpp) : null
+  document.title = `${slide.title || slide.id} · collab`
+  // (Re)creates the live view; a resync drops this page's copy and reloads it from the server,
+  // keeping where the user was looking and whom they followed.
+  let view = null
+  const mount = (restore) => {
+    if (view) view.destroy()
+    view = new SlideView(layout.regions, { slide, token, me, toast: layout.toast, resync: () => mount(snapshot()) })
+    hook.view = view
+    view.on('closed', ({ code, reason }) => {
+      layout.fatal(code === 4401 ? 'Your link has expired' : code === 4403 ? 'No access' : code === 4404 ? 'Not found' : 'Disconnected',
+        reason, [{ label: 'Slide list', href: homeHref() }, { label: 'Try again', fn: () => location.reload() }])
+    })
+    if (restore && restore.viewport) {
+      view.once('ready', () => {
+        view.setViewport(restore.viewport, { immediately: true })
+        if (restore.following != null) view.room.once('synced', () => setTimeout(() => view.presence.follow(restore.following), 200))
+      })
+    }
+  }
+  const snapshot = () => (view ? { viewport: view.getViewport(false), following: view.presence.following } : null)
+  mount(null)
+}
+
+const slideId = params.get('slide')
+if (slideId) slidePage(slideId)
+else slideList()
