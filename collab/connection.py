@@ -13,6 +13,7 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Send
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 
 _ids = itertools.count(1)
 
-# After sending a close frame, how long the reader may wait for the client's close.
-_CLOSE_GRACE_SECONDS = 5.0
+# After asking to close, how long the close frame and the client's answer may take: a client
+# that stopped reading only gets it once it reads again (uvicorn's pings end a dead one sooner).
+_CLOSE_GRACE_SECONDS = 60.0
 
 
 class Connection:
@@ -59,6 +61,7 @@ class Connection:
         self._outbox_bytes = 0
         self._wakeup = asyncio.Event()
         self._close: tuple[int, str] | None = None
+        self._close_requested = asyncio.Event()
         self._updates = TokenBucket(settings.update_rate, settings.update_burst)
         self._writer: asyncio.Task[None] | None = None
 
@@ -90,6 +93,7 @@ class Connection:
         self._outbox.clear()
         self._outbox_bytes = 0
         self._wakeup.set()
+        self._close_requested.set()
         # A writer stuck on a slow socket would never see the request: interrupt it.
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
@@ -98,8 +102,8 @@ class Connection:
         if not self._updates.take():
             raise LimitExceeded("update rate limit exceeded")
 
-    async def serve(self, room: Room) -> None:
-        """Run until the client leaves or the connection is closed."""
+    async def serve(self, room: Room, on_leave: Callable[[], None]) -> None:
+        """Run until the client leaves or the connection is closed; `on_leave` detaches it."""
         loop = asyncio.get_running_loop()
         self._writer = loop.create_task(self._write_loop(), name=f"conn-{self.id}-writer")
         expiry = loop.call_later(
@@ -109,13 +113,19 @@ class Connection:
             "token expired",
         )
         reader = loop.create_task(self._read_loop(room), name=f"conn-{self.id}-reader")
+        close_requested = loop.create_task(self._close_requested.wait())
         try:
-            await asyncio.wait({reader, self._writer}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {reader, self._writer, close_requested}, return_when=asyncio.FIRST_COMPLETED
+            )
             if not reader.done():
-                # The writer closed the socket: give the client a moment to answer the close.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(reader), _CLOSE_GRACE_SECONDS)
+                # Closing: leave the room at once (a client that stopped reading must not hold
+                # a place in it), then give the close frame, queued behind what the socket
+                # still holds, and the client's answer a bounded time.
+                on_leave()
+                await asyncio.wait({reader, self._writer}, timeout=_CLOSE_GRACE_SECONDS)
         finally:
+            close_requested.cancel()
             expiry.cancel()
             for task in (reader, self._writer):
                 if not task.done():

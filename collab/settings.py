@@ -42,9 +42,8 @@ class Settings:
     max_message_bytes: int = 8 * MiB
     outbox_max_messages: int = 4096  # per connection; past it the client is closed with 1013
     outbox_max_bytes: int = 32 * MiB
-    update_rate: float = 500.0  # document updates per second per connection (token bucket)
-    update_burst: float = 2000.0
-    awareness_rate: float = 60.0  # awareness messages per second accepted from a connection
+    update_rate: float = 1000.0  # document updates per second per connection (token bucket)
+    update_burst: float = 5000.0
     presence_hz: float = 30.0  # presence relays per second per client
     presence_burst: float = 3.0
     max_connections_per_user: int = 50

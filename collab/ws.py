@@ -74,7 +74,7 @@ class RoomEndpoint:
                 await send({"type": "websocket.close", "code": exc.close_code, "reason": str(exc)[:120]})
                 return
             try:
-                await conn.serve(room)
+                await conn.serve(room, lambda: self._rooms.leave(room, conn))
             finally:
                 self._rooms.leave(room, conn)
         finally:

@@ -1,0 +1,245 @@
+"""Bad input closes one connection with a clear code; the room, its clients and the store go on."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import websockets
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from websockets.client import ClientProtocol
+from websockets.uri import parse_uri
+
+from collab.protocol import encode_awareness, encode_update, write_var_uint
+from tests.conftest import LiveServer, make_settings, start_server
+from tests.test_live_rooms import annotation
+from tests.yclient import YClient
+
+
+async def raw_close(live: LiveServer, slide: str, payload: bytes | str, **kw) -> tuple[int | None, str]:
+    async with websockets.connect(live.slide_url(slide, live.token(**kw)), max_size=None) as ws:
+        await ws.send(payload)
+        try:
+            async for _ in ws:
+                pass
+        except websockets.ConnectionClosed:
+            pass
+    return ws.close_code, ws.close_reason
+
+
+MALFORMED = {
+    "truncated-varuint": b"\x00\x02\xff",
+    "length-past-end": b"\x00\x02\x10abc",
+    "unknown-type": b"\x07\x00",
+    "unknown-sync-type": b"\x00\x09\x00",
+    "crdt-rejects": encode_update(b"\x01\x02\x03garbage-update"),
+    "awareness-truncated": encode_awareness(write_var_uint(5) + b"\x01"),
+    "empty-frame": b"",
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED))
+async def test_malformed_bytes_close_only_that_connection(live: LiveServer, slide: str, name: str) -> None:
+    async with live.client(slide, user="a") as a, live.client(slide, user="b") as b:
+        a.annotations["before"] = annotation(1)
+        await b.wait_for(lambda: "before" in b.annotations)
+        code, reason = await raw_close(live, slide, MALFORMED[name], user="mallory")
+        assert code in (1002, 1003), (code, reason)
+        assert reason
+        a.annotations["after"] = annotation(2)
+        await b.wait_for(lambda: "after" in b.annotations)
+    async with live.client(slide, user="c") as c:
+        assert set(c.annotations.keys()) == {"before", "after"}
+
+
+async def test_text_frame_closes_with_1003(live: LiveServer, slide: str) -> None:
+    code, reason = await raw_close(live, slide, "hello")
+    assert code == 1003 and "text" in reason
+
+
+async def test_oversized_message_closes_with_1009(tmp_path: Path) -> None:
+    live, server, task, sock = await start_server(make_settings(tmp_path / "d", max_message_bytes=64 * 1024))
+    try:
+        await live.register_slide("s")
+        async with live.client("s", user="ok") as ok:
+            code, _ = await raw_close(live, "s", encode_update(b"\x00" * (100 * 1024)))
+            assert code == 1009
+            ok.annotations["still"] = annotation(1)
+            async with live.client("s", user="other") as other:
+                await other.wait_for(lambda: "still" in other.annotations)
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_update_rate_limit_closes_with_reason(tmp_path: Path) -> None:
+    live, server, task, sock = await start_server(
+        make_settings(tmp_path / "d", update_rate=20, update_burst=20)
+    )
+    try:
+        await live.register_slide("s")
+        flood = await live.client("s", user="flood").connect()
+        for i in range(200):
+            flood.annotations[f"f{i}"] = annotation(i)
+        assert await flood.wait_closed() == 1008
+        assert "rate" in (flood.close_reason or "")
+        async with live.client("s", user="calm") as calm:
+            # Whatever was accepted before the limit is intact and consistent.
+            n = len(calm.annotations)
+            assert 1 <= n <= 40
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_connections_per_user_limit(tmp_path: Path) -> None:
+    live, server, task, sock = await start_server(make_settings(tmp_path / "d", max_connections_per_user=2))
+    try:
+        await live.register_slide("s")
+        async with live.client("s", user="same"), live.client("s", user="same"):
+            third = live.client("s", user="same")
+            await third.connect(wait_sync=False)
+            assert await third.wait_closed() == 4429
+            async with live.client("s", user="someone-else") as other:
+                assert other.synced.is_set()
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+class StalledReader:
+    """A real WebSocket client on a raw socket with a tiny receive buffer that stops reading."""
+
+    def __init__(self, url: str) -> None:
+        self.protocol = ClientProtocol(parse_uri(url), max_size=None)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        uri = parse_uri(url)
+        self.sock.connect((uri.host, uri.port))
+        self.protocol.send_request(self.protocol.connect())
+        self.sock.sendall(b"".join(self.protocol.data_to_send()))
+
+    def read_until_closed(self, timeout: float = 60) -> int | None:
+        """Resume reading: parse every frame until the server's close frame; its code."""
+        self.sock.settimeout(timeout)
+        while True:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                self.protocol.receive_eof()
+            else:
+                self.protocol.receive_data(data)
+            self.protocol.events_received()
+            if self.protocol.close_rcvd is not None:
+                return self.protocol.close_rcvd.code
+            if not data:
+                return None
+
+
+async def test_slow_reader_is_closed_with_1013_and_room_stays_fast(tmp_path: Path) -> None:
+    live, server, task, sock = await start_server(
+        make_settings(tmp_path / "d", outbox_max_bytes=2 * 1024 * 1024, update_rate=1e6, update_burst=1e6)
+    )
+    try:
+        await live.register_slide("s")
+        slow = StalledReader(live.slide_url("s", live.token(user="slow")))
+        writer = await live.client("s", user="writer").connect()
+        fast = await live.client("s", user="fast").connect()
+        lags = []
+        for i in range(10_000):
+            # ~2 KB each: 20 MB in all, far more than the socket buffers can hide.
+            writer.annotations[f"k{i}"] = annotation(i, note="x" * 2000)
+            if i % 100 == 99:
+                t0 = time.monotonic()
+                await fast.wait_for(lambda i=i: f"k{i}" in fast.annotations, timeout=60)
+                lags.append(time.monotonic() - t0)
+        await fast.wait_for(lambda: len(fast.annotations) == 10_000, timeout=60)
+        room = live.app.state.collab.rooms.get("slide:s")
+        assert room is not None
+        # The stalled reader is dropped from the room, with its queue, while the others go on.
+        await fast.wait_for(lambda: {c.principal.user_id for c in room.connections} == {"writer", "fast"})
+        assert await asyncio.to_thread(slow.read_until_closed) == 1013
+        assert fast.close_code is None and writer.close_code is None
+        assert max(lags) < 30  # the fast client was never stalled behind the slow one
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        assert rss_mb < 1500, rss_mb
+        await writer.close()
+        await fast.close()
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_presence_throttle_ends_with_latest_state(tmp_path: Path) -> None:
+    live, server, task, sock = await start_server(make_settings(tmp_path / "d", presence_hz=10, presence_burst=1))
+    try:
+        await live.register_slide("s")
+        async with live.client("s", user="presenter") as p, live.client("s", role="viewer", user="f") as f:
+            start_frames = f.received_frames
+            for i in range(120):  # 120 Hz for one second
+                p.set_presence({"viewport": {"x": i, "y": 0, "width": 10, "height": 10, "rotation": 0}})
+                await asyncio.sleep(1 / 120)
+            await f.wait_for(lambda: f.presence.get(p.doc.client_id, {}).get("viewport", {}).get("x") == 119)
+            relayed = f.received_frames - start_frames
+            assert relayed <= 20, f"{relayed} presence frames relayed for 120 changes at 10 Hz"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+frames = st.one_of(
+    st.binary(max_size=64),
+    st.builds(lambda t, body: bytes([t]) + body, st.integers(0, 4), st.binary(max_size=64)),
+    st.builds(lambda body: b"\x00\x02" + write_var_uint(len(body)) + body, st.binary(max_size=64)),
+    st.builds(lambda body: encode_awareness(body), st.binary(max_size=64)),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(batch=st.lists(frames, min_size=1, max_size=5))
+def test_fuzz_protocol_never_kills_server(batch: list[bytes], fuzz_server) -> None:
+    live, loop = fuzz_server
+
+    async def run() -> None:
+        async with websockets.connect(live.slide_url("s", live.token(user="fuzz")), max_size=None) as ws:
+            for frame in batch:
+                try:
+                    await ws.send(frame)
+                except websockets.ConnectionClosed:
+                    break
+        async with live.client("s", user="check") as check:
+            assert check.annotations["anchor"]["name"] == "region 1"
+
+    loop.run_until_complete(asyncio.wait_for(run(), 20))
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory):
+    loop = asyncio.new_event_loop()
+    live, server, task, sock = loop.run_until_complete(start_server(make_settings(tmp_path_factory.mktemp("fuzz"))))
+
+    async def seed() -> None:
+        await live.register_slide("s")
+        async with live.client("s", user="seed") as c:
+            c.annotations["anchor"] = annotation(1)
+
+    loop.run_until_complete(seed())
+    yield live, loop
+    server.should_exit = True
+    loop.run_until_complete(task)
+    tasks_left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    sock.close()
+    loop.close()
+    assert not tasks_left, f"leaked tasks: {tasks_left}"
+
+
