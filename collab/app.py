@@ -37,6 +37,9 @@ class Collab:
     """Everything one server process owns, wired together."""
 
     def __init__(self, settings: Settings) -> None:
+        if settings.redis_url:
+            # Several nodes without a shared fan-out would each show a different room.
+            raise ValueError("COLLAB_REDIS_URL (cross-node fan-out) is not supported by this version yet")
         self.settings = settings
         self.authenticator = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
         self.store = open_store(settings)

@@ -63,9 +63,9 @@ def open_store(settings: Settings) -> AbstractAsyncContextManager[Store]:
     """Choose the backend from the database URL: SQLite under --data unless PostgreSQL is named."""
     url = settings.database_url
     if url and url.startswith(("postgresql://", "postgres://")):
-        from collab.store.postgres import PostgresStore
-
-        return PostgresStore(url)
+        # The seam is here (a Store over asyncpg); until it lands, refuse rather than run
+        # silently on something the operator did not choose.
+        raise ValueError("COLLAB_DATABASE_URL=postgresql://... is not supported by this version yet")
     from collab.store.sqlite import SqliteStore
 
     if url and url.startswith("sqlite:///"):
