@@ -121,7 +121,7 @@ class ServerProcess:
     def start(self, timeout: float = 30) -> ServerProcess:
         port = self.port or 0
         self.data.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "collab", "serve", "--port", str(port), "--data", str(self.data),
              *self.extra],

@@ -11,9 +11,8 @@ import pytest
 from pycrdt import Doc, Map
 
 from collab.auth import TokenAuthenticator
-from collab.settings import Settings
 from collab.store import open_store
-from tests.conftest import SECRET, LiveServer, ServerProcess, make_settings, start_server
+from tests.conftest import SECRET, ServerProcess, make_settings, start_server
 from tests.test_live_rooms import annotation
 from tests.yclient import YClient
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import resource
 import socket
 import time
@@ -11,15 +10,14 @@ from pathlib import Path
 
 import pytest
 import websockets
-from hypothesis import HealthCheck, given, settings, strategies as st
-
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.client import ClientProtocol
 from websockets.uri import parse_uri
 
 from collab.protocol import encode_awareness, encode_update, write_var_uint
 from tests.conftest import LiveServer, make_settings, start_server
 from tests.test_live_rooms import annotation
-from tests.yclient import YClient
 
 
 async def raw_close(live: LiveServer, slide: str, payload: bytes | str, **kw) -> tuple[int | None, str]:

@@ -22,9 +22,20 @@ async def test_node_and_python_clients_share_annotations_and_presence(live: Live
         await peer.wait_event("synced")
         async with live.client(slide, user="py-user", name="Dr Python") as py:
             # Node -> Python: a Y.Map annotation and a plain JSON one
-            await peer.call("set", key="from-node", value={"name": "node region", "locked": False,
-                                                          "classification": {"name": "Stroma", "color": [150, 200, 150]}})
-            await peer.call("set_json", key="plain", value={"name": "plain json", "geometry": {"type": "Point", "coordinates": [5, 5]}})
+            await peer.call(
+                "set",
+                key="from-node",
+                value={
+                    "name": "node region",
+                    "locked": False,
+                    "classification": {"name": "Stroma", "color": [150, 200, 150]},
+                },
+            )
+            await peer.call(
+                "set_json",
+                key="plain",
+                value={"name": "plain json", "geometry": {"type": "Point", "coordinates": [5, 5]}},
+            )
             await py.wait_for(lambda: "from-node" in py.annotations and "plain" in py.annotations)
             assert py.annotations["from-node"]["classification"]["name"] == "Stroma"
             assert py.annotations["plain"]["name"] == "plain json"
@@ -38,7 +49,9 @@ async def test_node_and_python_clients_share_annotations_and_presence(live: Live
             await py.wait_for(lambda: any(s.get("cursor") == {"x": 10, "y": 20} for s in py.presence.values()))
             node_state = next(s for s in py.presence.values() if s.get("cursor") == {"x": 10, "y": 20})
             assert node_state["user"]["name"] == "Dr Node" and node_state["user"]["site"] == "Mouscron"
-            py.set_presence({"cursor": {"x": 1, "y": 2}, "viewport": {"x": 0, "y": 0, "width": 100, "height": 50, "rotation": 0}})
+            py.set_presence(
+                {"cursor": {"x": 1, "y": 2}, "viewport": {"x": 0, "y": 0, "width": 100, "height": 50, "rotation": 0}}
+            )
             seen = await peer.call("wait_presence", name="Dr Python")
             assert seen["state"]["cursor"] == {"x": 1, "y": 2}
     finally:

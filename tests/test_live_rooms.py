@@ -7,7 +7,6 @@ import asyncio
 from pycrdt import Map
 
 from tests.conftest import LiveServer
-from tests.yclient import YClient
 
 
 def annotation(i: int, **extra: object) -> Map:
