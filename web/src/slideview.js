@@ -157,6 +157,8 @@ export class SlideView extends Emitter {
       navigatorPosition: 'BOTTOM_RIGHT',
       navigatorSizeRatio: 0.2,
       navigatorAutoFade: false,
+      navigatorOpacity: 1,
+      navigatorBackground: '#0c0d0f',
       navigatorRotate: true,
       animationTime: 0.5,
       blendTime: 0.1,
