@@ -125,7 +125,12 @@ export class Presence extends Emitter {
 
   _applyFollowed (first = false) {
     const s = this.awareness.getStates().get(this.following)
-    if (s && s.viewport) this.applyViewport(s.viewport, first)
+    if (!s || !s.viewport) return
+    // Their cursor moves far more often than their view: act on view changes only.
+    const key = JSON.stringify(s.viewport)
+    if (!first && key === this._lastApplied) return
+    this._lastApplied = key
+    this.applyViewport(s.viewport, first)
   }
 }
 

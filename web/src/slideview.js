@@ -89,6 +89,7 @@ export class SlideView extends Emitter {
       h('span.slide-title', { 'data-testid': 'slide-title', title: this.slide.id }, this.slide.title || this.slide.id),
       this.canEdit ? h('div.btn-group', null, this.el.undo, this.el.redo) : h('span.badge.readonly', { 'data-testid': 'readonly-badge', title: 'Your role can watch and follow, not edit' }, 'Read-only'),
       this.el.connection,
+      h('button.icon-btn.help-btn', { 'data-testid': 'help', title: 'Keyboard shortcuts (?)', 'aria-label': 'Keyboard shortcuts', 'aria-expanded': 'false', on: { click: () => this.toggleHelp() } }, '?'),
       h('span.me', { 'data-testid': 'me', title: `${me.name} (${me.site}, ${me.role})` },
         h('span.dot', { style: { background: me.color } }),
         h('span.me-name', null, me.name),
@@ -128,7 +129,19 @@ export class SlideView extends Emitter {
     this.el.coords = h('div.coords.viewer-ui', { 'aria-hidden': 'true' })
     this.el.tooltip = h('div.tooltip', { role: 'tooltip', hidden: true })
     this.el.followBanner = h('div.follow-banner.viewer-ui', { 'data-testid': 'follow-banner', hidden: true })
-    main.append(this.el.viewer, this.el.scalebar, this.el.coords, this.el.tooltip, this.el.followBanner)
+    const keys = [
+      ...TOOLS.filter((t) => !t.edit || this.canEdit).map((t) => [t.key.toUpperCase(), t.label]),
+      ...(this.canEdit
+        ? [['Del', 'Delete the selected annotation'], ['Ctrl+Z', 'Undo my last change'], ['Ctrl+Shift+Z', 'Redo'],
+            ['Enter', 'Finish a polygon (or double click)'], ['Backspace', 'Remove the last polygon point']]
+        : []),
+      ['Esc', 'Cancel drawing, deselect, stop following'], ['H', 'Hide/show annotations'],
+      ['[ ]', 'Rotate 90°'], ['+ − 0', 'Zoom in, out, whole slide (when the image has focus)'], ['?', 'This help'],
+    ]
+    this.el.help = h('div.help.viewer-ui', { 'data-testid': 'help-panel', role: 'dialog', 'aria-label': 'Keyboard shortcuts', hidden: true },
+      h('h2', null, 'Keyboard shortcuts'),
+      h('dl', null, keys.map(([k, v]) => [h('dt', null, h('kbd', null, k)), h('dd', null, v)])))
+    main.append(this.el.viewer, this.el.scalebar, this.el.coords, this.el.tooltip, this.el.followBanner, this.el.help)
 
     this.el.participants = h('ul.participants', { 'data-testid': 'participants', 'aria-label': 'Participants' })
     this.el.participantsCount = h('span.count')
@@ -280,6 +293,11 @@ export class SlideView extends Emitter {
     vp.setRotation(Number(v.rotation) || 0, immediately)
     vp.zoomTo(zoom, null, immediately)
     vp.panTo(center, immediately)
+  }
+
+  toggleHelp (show = this.el.help.hidden) {
+    this.el.help.hidden = !show
+    this.regions.header.querySelector('.help-btn')?.setAttribute('aria-expanded', String(show))
   }
 
   rotateBy (deg) {
@@ -457,8 +475,11 @@ export class SlideView extends Emitter {
       this.redo()
     } else if (mod || e.altKey) {
       handled = false
+    } else if (k === '?') {
+      this.toggleHelp()
     } else if (k === 'Escape') {
-      if (!this.tools.cancelDraft()) {
+      if (!this.el.help.hidden) this.toggleHelp(false)
+      else if (!this.tools.cancelDraft()) {
         if (this.selectedId) this.select(null)
         else if (this.presence.following != null) this.presence.unfollow()
         else if (this.tools.tool !== 'select') this.tools.setTool('select')
