@@ -16,6 +16,8 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from collab import metrics
+from collab.annotations import slide_hook
+from collab.annotations_api import AnnotationsApi
 from collab.api import Api, error_response
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
 from collab.bus import LocalBus
@@ -48,6 +50,8 @@ class Collab:
         self.slides = SlideRegistry(self.store)  # type: ignore[arg-type]
         self.images = SlideImages()
         self.api = Api(self.authenticator, self.slides, settings, self.images)
+        self.rooms.on_load(slide_hook(self.slides, self.store, settings.max_vertices))  # type: ignore[arg-type]
+        self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)  # type: ignore[arg-type]
 
     async def check_slide(self, slide_id: str) -> None:
         await self.slides.get(slide_id)
@@ -88,6 +92,7 @@ class Collab:
         routes: list[Route | Mount | WebSocketRoute] = [
             Route("/", lambda request: RedirectResponse("/app/"), methods=["GET"]),
             *self.api.routes(),
+            *self.annotations_api.routes(),
             WebSocketRoute(
                 "/ws/slides/{doc_id:path}",
                 RoomEndpoint("slide", check_document=self.check_slide, **common),  # type: ignore[arg-type]

@@ -73,6 +73,8 @@ class Room:
         self._last_commit: asyncio.Future[None] | None = None
         self._full_state: bytes | None = None  # cached answer to an empty state vector
         self.failed = False
+        # Called right after a client's update is applied and queued (e.g. server corrections).
+        self.after_apply: Callable[[Connection], None] | None = None
 
     # -- membership -------------------------------------------------------------------------
 
@@ -138,6 +140,8 @@ class Room:
             raise ProtocolError(f"update rejected: {exc}") from exc
         metrics.UPDATES_IN.inc()
         self.persist_and_relay(update, sender=conn)
+        if self.after_apply is not None:
+            self.after_apply(conn)
 
     def persist_and_relay(self, update: bytes, *, sender: Connection | None) -> None:
         """Store an update already applied to the doc; relay it to the others once committed."""

@@ -94,6 +94,9 @@ async def test_idle_room_unloads_and_reloads_intact(tmp_path: Path) -> None:
                 a.annotations[f"k{i}"] = annotation(i)
             a.annotations["k0"]["name"] = "renamed"
             del a.annotations["k1"]
+            # The server stamps status, author, measurements: wait for its corrections.
+            await a.wait_for(lambda: all("status" in v for v in a.annotations.to_py().values()))
+            await asyncio.sleep(0.2)
             before = a.annotations.to_py()
         rooms = live.app.state.collab.rooms
         for _ in range(100):

@@ -1,0 +1,375 @@
+"""AnnotationGuard: check, repair, measure, stamp and index the annotations of a slide room.
+
+The guard follows the room's `annotations` map (observe_deep). While a client's update is
+applied it only notes which annotation ids changed; right after (Room.after_apply) it checks
+those annotations and writes what the server owns (status, problem, measurements, author,
+updated, a repaired geometry) in ONE transaction with origin "collab-server", which is stored
+and relayed like any other update. The server never reacts to its own transactions, and a
+geometry is re-checked only when it changed (a fingerprint per id), so there are no loops and
+a stored `repaired` is not turned back into `ok` by a later edit of another field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pycrdt import Array, Doc, Map
+
+from collab.auth import Principal
+from collab.connection import Connection
+from collab.geometry import GeometryVerdict, check_geometry, merge_measurements
+from collab.room import Room
+from collab.spatial import SpatialIndex
+from collab.store import AuditRecord, Store
+
+log = logging.getLogger(__name__)
+
+SERVER_ORIGIN = "collab-server"
+SERVER_USER = "collab-server"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def to_py(value: Any) -> Any:
+    if isinstance(value, Map | Array):
+        return value.to_py()
+    return value
+
+
+def _canonical(value: Any) -> Any:
+    """Key order and int/float do not matter (Yjs keeps numbers as floats, maps unordered)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _canonical(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def fingerprint(geometry: Any) -> bytes:
+    return hashlib.blake2b(repr(_canonical(geometry)).encode(), digest_size=16).digest()
+
+
+def _normalized(record: dict[str, Any]) -> dict[str, Any]:
+    """Yjs keeps every number as a float: give QuPath integer colors and times back."""
+    classification = record.get("classification")
+    if isinstance(classification, dict) and isinstance(classification.get("color"), list):
+        color = classification["color"]
+        if all(isinstance(c, float) and c.is_integer() for c in color):
+            record["classification"] = {**classification, "color": [int(c) for c in color]}
+    for name in ("created", "updated"):
+        value = record.get(name)
+        if isinstance(value, float) and value.is_integer():
+            record[name] = int(value)
+    return record
+
+
+def _class_name(value: Any) -> str | None:
+    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+        return value["name"]
+    return None
+
+
+def _comment_count(value: Any) -> int:
+    return len(value) if isinstance(value, list) else 0
+
+
+@dataclass(slots=True)
+class Known:
+    """What the server last saw of one annotation."""
+
+    fingerprint: bytes | None = None
+    status: str | None = None
+    problem: str | None = None
+    measurements: dict[str, float] = field(default_factory=dict)
+    author: str | None = None
+    classification: Any = None
+    comments: int = 0
+
+
+class AnnotationGuard:
+    def __init__(
+        self,
+        room: Room,
+        store: Store,
+        *,
+        width: float,
+        height: float,
+        mpp: float | None,
+        max_vertices: int,
+    ) -> None:
+        self.room = room
+        self.doc: Doc = room.doc
+        self.store = store
+        self.width = width
+        self.height = height
+        self.mpp = mpp
+        self.max_vertices = max_vertices
+        self.annotations: Map = self.doc.get("annotations", type=Map)
+        self.index = SpatialIndex()
+        self.known: dict[str, Known] = {}
+        self._pending: set[str] = set()
+        self._server_writing = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.corrections = 0  # server transactions written (tests, metrics)
+
+    # --- attaching -------------------------------------------------------------------------
+
+    async def attach(self) -> None:
+        """Index what the stored document holds, then follow its changes."""
+        records = {key: to_py(value) for key, value in self.annotations.items()}
+        verdicts = await asyncio.to_thread(self._check_all, records)
+        shapes = []
+        for key, record in records.items():
+            verdict = verdicts[key]
+            rec = record if isinstance(record, Mapping) else {}
+            self.known[key] = Known(
+                fingerprint=fingerprint(rec.get("geometry")),
+                status=rec.get("status") if isinstance(rec.get("status"), str) else verdict.status,
+                problem=rec.get("problem"),
+                measurements=verdict.measurements,
+                author=rec.get("author") if isinstance(rec.get("author"), str) else None,
+                classification=rec.get("classification"),
+                comments=_comment_count(rec.get("comments")),
+            )
+            if verdict.shape is not None:
+                shapes.append((key, verdict.shape))
+        self.index = SpatialIndex(shapes)
+        self.annotations.observe_deep(self._on_change)
+        self.room.after_apply = self.after_apply
+
+    def _check_all(self, records: Mapping[str, Any]) -> dict[str, GeometryVerdict]:
+        return {key: self.check(record) for key, record in records.items()}
+
+    def check(self, record: Any) -> GeometryVerdict:
+        geometry = record.get("geometry") if isinstance(record, Mapping) else None
+        return check_geometry(
+            geometry, width=self.width, height=self.height, max_vertices=self.max_vertices, mpp=self.mpp
+        )
+
+    # --- following client changes --------------------------------------------------------
+
+    def _on_change(self, events: list[Any]) -> None:
+        if self._server_writing:
+            return
+        for event in events:
+            path = event.path
+            if path:
+                self._pending.add(str(path[0]))
+            else:
+                keys = getattr(event, "keys", None) or {}
+                self._pending.update(str(k) for k in keys)
+
+    def after_apply(self, conn: Connection) -> None:
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, set()
+        try:
+            self.process(pending, conn.principal)
+        except Exception:
+            log.exception("annotation check failed", extra={"room": self.room.key})
+
+    def process(self, ids: Iterable[str], principal: Principal) -> None:
+        """Check the changed annotations and write the server's corrections in one transaction."""
+        at = now_ms()
+        writes: list[tuple[str, Any, dict[str, Any]]] = []  # (id, current value, fields to set)
+        audits: list[tuple[str, str, dict[str, Any] | None]] = []
+        for key in sorted(ids):
+            value = self.annotations.get(key) if key in self.annotations else None
+            if value is None:
+                if self.known.pop(key, None) is not None:
+                    self.index.remove(key)
+                    audits.append(("deleted", key, None))
+                continue
+            record = to_py(value)
+            if not isinstance(record, Mapping):
+                record = {}
+            known = self.known.get(key)
+            created = known is None
+            if known is None:
+                known = self.known[key] = Known(author=principal.user_id)
+                audits.append(("created", key, None))
+            fields: dict[str, Any] = {}
+            geometry = record.get("geometry")
+            fp = fingerprint(geometry)
+            if fp != known.fingerprint:
+                verdict = self.check(record)
+                if not created:
+                    audits.append(("geometry_changed", key, None))
+                known.status, known.problem = verdict.status, verdict.problem
+                known.measurements = verdict.measurements
+                if verdict.geometry is not None:
+                    fields["geometry"] = verdict.geometry
+                    known.fingerprint = fingerprint(verdict.geometry)
+                else:
+                    known.fingerprint = fp
+                if verdict.shape is not None:
+                    self.index.upsert(key, verdict.shape)
+                else:
+                    self.index.remove(key)
+                if verdict.status == "repaired":
+                    audits.append(("repaired", key, {"problem": verdict.problem}))
+                elif verdict.status == "invalid":
+                    audits.append(("marked_invalid", key, {"problem": verdict.problem}))
+            if record.get("status") != known.status:
+                fields["status"] = known.status
+            if known.problem is None:
+                if "problem" in record:
+                    fields["problem"] = None
+            elif record.get("problem") != known.problem:
+                fields["problem"] = known.problem
+            measurements = merge_measurements(record.get("measurements"), known.measurements)
+            if record.get("measurements") != measurements and (
+                measurements or record.get("measurements") is not None
+            ):
+                fields["measurements"] = measurements
+            if record.get("author") != known.author:
+                fields["author"] = known.author
+            if created and not isinstance(record.get("created"), int | float):
+                fields["created"] = at
+            classification = record.get("classification")
+            if not created and classification != known.classification:
+                audits.append(("classification_changed", key, {
+                    "from": _class_name(known.classification), "to": _class_name(classification),
+                }))
+            known.classification = classification
+            comments = _comment_count(record.get("comments"))
+            if comments > known.comments:
+                audits.append(("commented", key, {"count": comments - known.comments}))
+            known.comments = comments
+            fields["updated"] = at
+            writes.append((key, value, fields))
+        self._write(writes)
+        for action, key, detail in audits:
+            self.store.audit(AuditRecord(
+                self.room.key, at, principal.user_id, principal.site, action, key, detail,
+            ))
+        self._maybe_refresh()
+
+    def _write(self, writes: list[tuple[str, Any, dict[str, Any]]]) -> None:
+        if not writes:
+            return
+        before = self.doc.get_state()
+        self._server_writing = True
+        try:
+            with self.doc.transaction(origin=SERVER_ORIGIN):
+                for key, value, fields in writes:
+                    if isinstance(value, Map):
+                        for name, field_value in fields.items():
+                            if value.get(name) != field_value or name not in value:
+                                value[name] = field_value
+                    else:
+                        record = dict(value) if isinstance(value, Mapping) else {}
+                        record.update(fields)
+                        self.annotations[key] = record
+        finally:
+            self._server_writing = False
+        update = self.doc.get_update(before)
+        self.corrections += 1
+        self.room.persist_and_relay(update, sender=None)
+
+    def _maybe_refresh(self) -> None:
+        if self.index.needs_rebuild:
+            task = asyncio.get_running_loop().create_task(self.index.refresh())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    # --- server-side imports ---------------------------------------------------------------
+
+    def import_records(
+        self, items: list[tuple[str, dict[str, Any]]], verdicts: list[GeometryVerdict], principal: Principal
+    ) -> list[dict[str, Any]]:
+        """Write checked, stamped records as Y.Map values in ONE server transaction."""
+        at = now_ms()
+        results = []
+        audits: list[tuple[str, str, dict[str, Any] | None]] = []
+        before = self.doc.get_state()
+        self._server_writing = True
+        try:
+            with self.doc.transaction(origin=SERVER_ORIGIN):
+                for (key, record), verdict in zip(items, verdicts, strict=True):
+                    rec = dict(record)
+                    if verdict.geometry is not None:
+                        rec["geometry"] = verdict.geometry
+                    rec["status"] = verdict.status
+                    rec["problem"] = verdict.problem
+                    rec["measurements"] = merge_measurements(rec.get("measurements"), verdict.measurements)
+                    rec["author"] = principal.user_id
+                    rec.setdefault("created", at)
+                    rec["updated"] = at
+                    comments = rec.pop("comments", None) or []
+                    ymap = Map(rec)
+                    self.annotations[key] = ymap
+                    ymap["comments"] = Array(list(comments))
+                    existed = self.known.get(key) is not None
+                    self.known[key] = Known(
+                        fingerprint=fingerprint(rec["geometry"]), status=verdict.status,
+                        problem=verdict.problem, measurements=verdict.measurements,
+                        author=principal.user_id, classification=rec.get("classification"),
+                        comments=len(comments),
+                    )
+                    if verdict.shape is not None:
+                        self.index.upsert(key, verdict.shape)
+                    else:
+                        self.index.remove(key)
+                    audits.append(("geometry_changed" if existed else "created", key, {"import": True}))
+                    if verdict.status == "repaired":
+                        audits.append(("repaired", key, {"problem": verdict.problem}))
+                    elif verdict.status == "invalid":
+                        audits.append(("marked_invalid", key, {"problem": verdict.problem}))
+                    results.append({"id": key, "status": verdict.status, "problem": verdict.problem})
+        finally:
+            self._server_writing = False
+        if items:
+            self.corrections += 1
+            self.room.persist_and_relay(self.doc.get_update(before), sender=None)
+        for action, key, detail in audits:
+            self.store.audit(AuditRecord(self.room.key, at, principal.user_id, principal.site, action, key, detail))
+        self._maybe_refresh()
+        return results
+
+    # --- queries -----------------------------------------------------------------------------
+
+    def records(self, ids: Iterable[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        keys = sorted(self.annotations.keys()) if ids is None else ids
+        out = []
+        for key in keys:
+            if key not in self.annotations:
+                continue
+            value = to_py(self.annotations[key])
+            out.append((key, _normalized(value) if isinstance(value, dict) else {}))
+        return out
+
+    def is_invalid(self, key: str) -> bool:
+        known = self.known.get(key)
+        return (known is not None and known.status == "invalid") or key not in self.index
+
+    def classification_of(self, key: str) -> str | None:
+        known = self.known.get(key)
+        return _class_name(known.classification) if known else None
+
+
+def slide_hook(slides: Any, store: Store, max_vertices: int) -> Any:
+    """A RoomManager.on_load hook attaching an AnnotationGuard to every slide room."""
+
+    async def attach(room: Room) -> None:
+        if not room.key.startswith("slide:"):
+            return
+        record = await slides.get(room.key.removeprefix("slide:"))
+        guard = AnnotationGuard(
+            room, store, width=record["width"], height=record["height"], mpp=record.get("mpp"),
+            max_vertices=max_vertices,
+        )
+        await guard.attach()
+        room.annotation_guard = guard  # type: ignore[attr-defined]
+
+    return attach

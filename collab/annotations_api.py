@@ -1,0 +1,126 @@
+"""HTTP for annotations (CONTRACT §4): query, stats, GeoJSON import, audit. Served from the room."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from collab.annotations import AnnotationGuard
+from collab.api import Api, JSONResponse, read_json
+from collab.errors import BadRequest, Forbidden
+from collab.geojson import GeoJSONError, feature_collection, parse_feature_collection
+from collab.registry import SlideRegistry
+from collab.room import Room
+from collab.rooms import RoomManager
+from collab.settings import Settings
+from collab.store import Store
+
+# Imports this large are checked in a worker thread.
+_THREAD_FEATURES = 50
+MAX_IMPORT_BYTES = 256 * 1024 * 1024
+
+
+def _numbers(text: str | None, count: int, what: str) -> list[float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise BadRequest(f"{what} must be {count} finite numbers separated by commas")
+    return values
+
+
+class AnnotationsApi:
+    def __init__(self, api: Api, rooms: RoomManager, slides: SlideRegistry, store: Store,
+                 settings: Settings) -> None:
+        self._api = api
+        self._rooms = rooms
+        self._slides = slides
+        self._store = store
+        self._settings = settings
+
+    async def _room(
+        self, request: Request, *, write: bool = False, admin: bool = False
+    ) -> tuple[Any, Room, AnnotationGuard]:
+        principal = self._api.principal(request)
+        slide_id = request.path_params["slide_id"]
+        principal.require_slide(slide_id)
+        if write and not principal.can_write:
+            raise Forbidden("only a reviewer, presenter or admin may import annotations")
+        if admin and not principal.is_admin:
+            raise Forbidden("only an admin may read the audit log")
+        await self._slides.get(slide_id)  # 404 for unknown slides
+        room = await self._rooms.open("slide:" + slide_id)
+        guard = getattr(room, "annotation_guard", None)
+        if guard is None:
+            raise BadRequest("annotations are not followed in this room")
+        return principal, room, guard
+
+    async def list_annotations(self, request: Request) -> Response:
+        _, _, guard = await self._room(request)
+        q = request.query_params
+        bbox = _numbers(q.get("bbox"), 4, "bbox")
+        point = _numbers(q.get("point"), 2, "point")
+        include_invalid = q.get("include_invalid") in ("1", "true", "yes")
+        ids: set[str] | None = None
+        if bbox is not None:
+            ids = set(guard.index.query_bbox(*bbox))
+        if point is not None:
+            hits = set(guard.index.query_point(*point))
+            ids = hits if ids is None else ids & hits
+        if ids is not None:
+            records = guard.records(sorted(ids))
+        else:
+            records = [
+                (k, r) for k, r in guard.records() if include_invalid or not guard.is_invalid(k)
+            ]
+        return JSONResponse(feature_collection(records))
+
+    async def stats(self, request: Request) -> Response:
+        _, _, guard = await self._room(request)
+        bbox = _numbers(request.query_params.get("bbox"), 4, "bbox")
+        if bbox is None:
+            bbox = [0.0, 0.0, float(guard.width), float(guard.height)]
+        return JSONResponse(guard.index.stats_bbox(*bbox, guard.classification_of, mpp=guard.mpp))
+
+    async def import_annotations(self, request: Request) -> Response:
+        principal, _, guard = await self._room(request, write=True)
+        body = await read_json(request, MAX_IMPORT_BYTES)
+        try:
+            items = parse_feature_collection(body)
+        except GeoJSONError as exc:
+            raise BadRequest(f"not importable GeoJSON: {exc}") from exc
+        if len(items) > _THREAD_FEATURES:
+            verdicts = await asyncio.to_thread(lambda: [guard.check(r) for _, r in items])
+        else:
+            verdicts = [guard.check(r) for _, r in items]
+        results = guard.import_records(items, verdicts, principal)
+        return JSONResponse({"created": [k for k, _ in items], "results": results}, status_code=201)
+
+    async def audit(self, request: Request) -> Response:
+        _, room, _ = await self._room(request, admin=True)
+        text = request.query_params.get("limit", "1000")
+        limit = int(text) if text.isdigit() else 1000
+        await self._store.flush()
+        records = await self._store.list_audit(room.key, limit)
+        return JSONResponse([
+            {"at": r.at_ms, "user": r.user_id, "site": r.site, "action": r.action,
+             "annotation": r.target, "detail": r.detail}
+            for r in records
+        ])
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/slides/{slide_id}/annotations", self.list_annotations, methods=["GET"]),
+            Route("/api/slides/{slide_id}/annotations", self.import_annotations, methods=["POST"]),
+            Route("/api/slides/{slide_id}/stats", self.stats, methods=["GET"]),
+            Route("/api/slides/{slide_id}/audit", self.audit, methods=["GET"]),
+        ]

@@ -1,0 +1,283 @@
+"""Annotation checks over real sockets and HTTP: repair, invalid, measure, stamp, query, import, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import shapely
+from pycrdt import Array, Map
+
+from tests.conftest import LiveServer
+
+FIXTURE = Path(__file__).parent / "fixtures" / "qupath_export.geojson"
+BOWTIE = {"type": "Polygon", "coordinates": [[[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]]]}
+
+
+def square(x: float, y: float, size: float = 10) -> dict[str, Any]:
+    return {"type": "Polygon", "coordinates": [[[x, y], [x + size, y], [x + size, y + size], [x, y + size], [x, y]]]}
+
+
+def ann(geometry: Any, **extra: Any) -> Map:
+    return Map({"geometry": geometry, "classification": {"name": "Tumor", "color": [200, 0, 0]},
+                "name": "r", "comments": Array([]), **extra})
+
+
+def field(client: Any, key: str, name: str) -> Any:
+    if key not in client.annotations:
+        return None
+    return client.annotations[key].get(name)
+
+
+async def settle(live: LiveServer, seconds: float = 0.3) -> None:
+    await asyncio.sleep(seconds)
+
+
+def guard_of(live: LiveServer, slide: str) -> Any:
+    room = live.app.state.collab.rooms.get("slide:" + slide)
+    return room.annotation_guard
+
+
+async def test_bowtie_is_repaired_and_clients_converge(live: LiveServer, slide: str) -> None:
+    async with live.client(slide, user="alice") as a, live.client(slide, user="bob") as b:
+        a.annotations["bow"] = ann(BOWTIE)
+        await b.wait_for(lambda: field(b, "bow", "status") == "repaired")
+        await a.wait_for(lambda: field(a, "bow", "status") == "repaired")
+        geom = field(a, "bow", "geometry")
+        assert geom == field(b, "bow", "geometry")
+        assert geom["type"] == "MultiPolygon"
+        assert shapely.geometry.shape(geom).is_valid
+        assert "Repaired" in field(a, "bow", "problem")
+        assert a.annotations["bow"].to_py() == b.annotations["bow"].to_py()
+
+
+async def test_invalid_kept_with_problem_and_not_indexed(live: LiveServer, slide: str) -> None:
+    cases = {
+        "nan": {"type": "Polygon", "coordinates": [[[0, 0], [float("nan"), 5], [5, 5], [0, 0]]]},
+        "oob": square(99_995, 10, 100),
+        "type": {"type": "Circle", "coordinates": [1, 2]},
+        "garbage": "not a geometry",
+    }
+    async with live.client(slide) as a, live.client(slide, user="obs") as b:
+        for key, geom in cases.items():
+            a.annotations[key] = ann(geom)
+        a.annotations["good"] = ann(square(10, 10))
+        for key in cases:
+            await b.wait_for(lambda key=key: field(b, key, "status") == "invalid")
+            assert field(b, key, "problem")
+        await b.wait_for(lambda: field(b, "good", "status") == "ok")
+        async with live.http("reviewer") as http:
+            r = await http.get(f"/api/slides/{slide}/annotations", params={"bbox": "0,0,100000,80000"})
+            assert [f["id"] for f in r.json()["features"]] == ["good"]
+            r = await http.get(f"/api/slides/{slide}/annotations")
+            assert [f["id"] for f in r.json()["features"]] == ["good"]
+            r = await http.get(f"/api/slides/{slide}/annotations", params={"include_invalid": "1"})
+            assert sorted(f["id"] for f in r.json()["features"]) == sorted([*cases, "good"])
+
+
+async def test_plain_json_value_is_corrected_by_replacement(live: LiveServer, slide: str) -> None:
+    async with live.client(slide) as a, live.client(slide, user="obs") as b:
+        a.annotations["plain"] = {"geometry": BOWTIE, "name": "p", "author": "mallory"}
+        await b.wait_for(lambda: field(b, "plain", "status") == "repaired")
+        assert field(b, "plain", "author") == "reviewer-roubaix"
+        assert field(b, "plain", "name") == "p"
+        assert a.annotations.to_py() == b.annotations.to_py()
+
+
+async def test_measurements_author_and_no_loop(live: LiveServer) -> None:
+    await live.register_slide("m", mpp=0.5)
+    async with live.client("m", user="alice") as a, live.client("m", user="obs") as b:
+        a.annotations["sq"] = ann(square(100, 100, 20), author="forged")
+        a.annotations["line"] = ann({"type": "LineString", "coordinates": [[0, 0], [30, 40]]})
+        await b.wait_for(lambda: field(b, "line", "status") == "ok" and field(b, "sq", "status") == "ok")
+        await b.wait_for(lambda: field(b, "sq", "author") == "alice")
+        assert field(b, "sq", "measurements") == {"area_um2": 100.0, "perimeter_um": 40.0}
+        assert field(b, "line", "measurements") == {"length_um": 25.0}
+        assert isinstance(field(b, "sq", "updated"), int | float)
+        await settle(live)
+        guard = guard_of(live, "m")
+        corrections, frames = guard.corrections, b.received_frames
+        await settle(live, 0.5)
+        assert (guard.corrections, b.received_frames) == (corrections, frames)
+        # A classification edit: one client update, one server stamp of `updated`, no more.
+        a.annotations["sq"]["classification"] = {"name": "Stroma", "color": [0, 200, 0]}
+        await b.wait_for(lambda: field(b, "sq", "classification")["name"] == "Stroma")
+        await settle(live)
+        assert guard.corrections == corrections + 1
+        assert field(b, "sq", "status") == "ok"
+        # Forging the author later is undone too.
+        a.annotations["sq"]["author"] = "mallory"
+        await settle(live)
+        await b.wait_for(lambda: field(b, "sq", "author") == "alice")
+
+
+async def test_repaired_marker_survives_other_edits(live: LiveServer, slide: str) -> None:
+    async with live.client(slide) as a:
+        a.annotations["bow"] = ann(BOWTIE)
+        await a.wait_for(lambda: field(a, "bow", "status") == "repaired")
+        a.annotations["bow"]["name"] = "renamed"
+        await settle(live)
+        assert field(a, "bow", "status") == "repaired"
+
+
+async def test_queries_match_shapely_brute_force(live: LiveServer, slide: str) -> None:
+    rng = random.Random(4)
+    shapes: dict[str, shapely.Geometry] = {}
+    classes = ["Tumor", "Stroma", None]
+    cls: dict[str, str | None] = {}
+    async with live.client(slide) as a:
+        with a.doc.transaction():
+            for i in range(40):
+                x, y = rng.uniform(0, 2000), rng.uniform(0, 2000)
+                kind = rng.random()
+                if kind < 0.6:
+                    g = square(x, y, rng.uniform(5, 300))
+                elif kind < 0.8:
+                    end = [x + rng.uniform(1, 200), y + rng.uniform(1, 200)]
+                    g = {"type": "LineString", "coordinates": [[x, y], end]}
+                else:
+                    g = {"type": "Point", "coordinates": [x, y]}
+                key = f"k{i:02d}"
+                c = classes[i % 3]
+                cls[key] = c
+                klass = None if c is None else {"name": c, "color": [1, 2, 3]}
+                a.annotations[key] = Map({"geometry": g, "classification": klass})
+                shapes[key] = shapely.geometry.shape(g)
+        await a.wait_for(lambda: all(field(a, k, "status") == "ok" for k in shapes))
+        async with live.http("viewer") as http:
+            for _ in range(8):
+                x0, y0 = rng.uniform(0, 1800), rng.uniform(0, 1800)
+                x1, y1 = x0 + rng.uniform(10, 600), y0 + rng.uniform(10, 600)
+                box = shapely.box(x0, y0, x1, y1)
+                r = await http.get(f"/api/slides/{slide}/annotations", params={"bbox": f"{x0},{y0},{x1},{y1}"})
+                assert r.status_code == 200, r.text
+                got = sorted(f["id"] for f in r.json()["features"])
+                assert got == sorted(k for k, s in shapes.items() if s.intersects(box))
+                r = await http.get(f"/api/slides/{slide}/stats", params={"bbox": f"{x0},{y0},{x1},{y1}"})
+                stats = r.json()
+                expect: dict[Any, list[float]] = {}
+                for k, s in shapes.items():
+                    if s.intersects(box):
+                        expect.setdefault(cls[k], []).append(s.intersection(box).area)
+                assert {c["name"]: c["count"] for c in stats["classes"]} == {k: len(v) for k, v in expect.items()}
+                for row in stats["classes"]:
+                    assert abs(row["area_px2"] - sum(expect[row["name"]])) < 0.01
+            for key, s in list(shapes.items())[:10]:
+                p = s.representative_point()
+                r = await http.get(f"/api/slides/{slide}/annotations", params={"point": f"{p.x},{p.y}"})
+                got = {f["id"] for f in r.json()["features"]}
+                assert key in got
+                pt = shapely.Point(p.x, p.y)
+                brute = {k for k, g in shapes.items() if (g.covers(pt) if g.area > 0 else g.distance(pt) <= 2.0)}
+                assert got == brute
+
+
+async def test_import_qupath_live_and_roundtrip(live: LiveServer, slide: str) -> None:
+    body = json.loads(FIXTURE.read_text())
+    n = len(body["features"])
+    async with live.client(slide, user="watcher") as w:
+        async with live.http("reviewer", user="importer", site="Lille") as http:
+            r = await http.post(f"/api/slides/{slide}/annotations", json=body)
+            assert r.status_code == 201, r.text
+            answer = r.json()
+            assert answer["created"] == [f["id"] for f in body["features"] if "id" in f][: len(answer["created"])]
+            assert len(answer["results"]) == n
+            await w.wait_for(lambda: len(w.annotations) == n)
+            assert all(field(w, f["id"], "author") == "importer" for f in answer["results"])
+            r = await http.get(f"/api/slides/{slide}/annotations", params={"include_invalid": "1"})
+            out = {f["id"]: f for f in r.json()["features"]}
+        server_fields = {"author", "status", "problem", "measurements", "created", "updated", "comments"}
+        for feature in body["features"]:
+            got = out[feature["id"]]
+            status = next(x for x in answer["results"] if x["id"] == feature["id"])["status"]
+            if status == "ok":
+                assert got["geometry"] == json.loads(json.dumps(feature["geometry"]), parse_float=float) or \
+                    shapely.geometry.shape(got["geometry"]).equals(shapely.geometry.shape(feature["geometry"]))
+            props = {k: v for k, v in got["properties"].items() if k not in server_fields}
+            expect = {k: v for k, v in feature["properties"].items() if k not in server_fields}
+            expect.setdefault("objectType", "annotation")
+            if "measurements" in feature["properties"]:
+                m = got["properties"]["measurements"]
+                for k, v in feature["properties"]["measurements"].items():
+                    assert m[k] == v
+            assert props == expect, (props, expect)
+
+
+async def test_malformed_import_is_400_and_changes_nothing(live: LiveServer, slide: str) -> None:
+    bad = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "ok1", "geometry": square(1, 1), "properties": {}},
+        {"type": "Feature", "id": "bad", "geometry": "nope", "properties": {}},
+    ]}
+    async with live.http("reviewer") as http:
+        r = await http.post(f"/api/slides/{slide}/annotations", json=bad)
+        assert r.status_code == 400
+        assert "feature 1" in r.json()["error"]
+        r = await http.post(f"/api/slides/{slide}/annotations", content=b"{not json")
+        assert r.status_code == 400
+        r = await http.get(f"/api/slides/{slide}/annotations", params={"include_invalid": "1"})
+        assert r.json()["features"] == []
+    async with live.http("viewer") as http:
+        r = await http.post(f"/api/slides/{slide}/annotations", json={"type": "FeatureCollection", "features": []})
+        assert r.status_code == 403
+    async with live.http("reviewer", slides=["other"]) as http:
+        r = await http.get(f"/api/slides/{slide}/annotations")
+        assert r.status_code == 403
+
+
+async def test_audit_entries(live: LiveServer, slide: str) -> None:
+    async with live.client(slide, user="alice", site="Roubaix") as a, \
+            live.client(slide, user="bob", site="Mouscron") as b:
+        a.annotations["x"] = ann(square(10, 10))
+        await b.wait_for(lambda: field(b, "x", "status") == "ok")
+        b.annotations["x"]["geometry"] = square(20, 20)
+        await a.wait_for(lambda: field(a, "x", "geometry")["coordinates"][0][0] == [20.0, 20.0])
+        await settle(live, 0.1)
+        b.annotations["x"]["classification"] = {"name": "Stroma", "color": [0, 1, 2]}
+        await a.wait_for(lambda: field(a, "x", "classification")["name"] == "Stroma")
+        await settle(live, 0.1)
+        a.annotations["x"]["comments"].append({"id": "c1", "author": "alice", "text": "hm", "created": 1})
+        await b.wait_for(lambda: len(field(b, "x", "comments")) == 1)
+        await settle(live, 0.1)
+        a.annotations["bow"] = ann(BOWTIE)
+        a.annotations["nan"] = ann({"type": "Point", "coordinates": [float("inf"), 1]})
+        await b.wait_for(lambda: field(b, "nan", "status") == "invalid")
+        del b.annotations["x"]
+        await a.wait_for(lambda: "x" not in a.annotations)
+        await settle(live, 0.2)
+    async with live.http("reviewer") as http:
+        r = await http.get(f"/api/slides/{slide}/audit")
+        assert r.status_code == 403
+    async with live.http("admin") as http:
+        r = await http.get(f"/api/slides/{slide}/audit")
+        assert r.status_code == 200, r.text
+        entries = [(e["action"], e["annotation"], e["user"], e["site"]) for e in r.json()]
+    for entry in [
+        ("created", "x", "alice", "Roubaix"),
+        ("geometry_changed", "x", "bob", "Mouscron"),
+        ("classification_changed", "x", "bob", "Mouscron"),
+        ("commented", "x", "alice", "Roubaix"),
+        ("repaired", "bow", "alice", "Roubaix"),
+        ("marked_invalid", "nan", "alice", "Roubaix"),
+        ("deleted", "x", "bob", "Mouscron"),
+    ]:
+        assert entry in entries, (entry, entries)
+
+
+async def test_index_survives_reload(live: LiveServer, slide: str) -> None:
+    async with live.client(slide) as a:
+        a.annotations["s"] = ann(square(50, 50))
+        await a.wait_for(lambda: field(a, "s", "status") == "ok")
+    rooms = live.app.state.collab.rooms
+    room = rooms.get("slide:" + slide)
+    for _ in range(200):
+        if not room.connections:
+            break
+        await asyncio.sleep(0.02)
+    await rooms._unload(room.key)  # force a reload from the store
+    assert rooms.get("slide:" + slide) is None
+    async with live.http("viewer") as http:
+        r = await http.get(f"/api/slides/{slide}/annotations", params={"point": "55,55"})
+        assert [f["id"] for f in r.json()["features"]] == ["s"]
