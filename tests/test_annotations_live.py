@@ -281,3 +281,21 @@ async def test_index_survives_reload(live: LiveServer, slide: str) -> None:
     async with live.http("viewer") as http:
         r = await http.get(f"/api/slides/{slide}/annotations", params={"point": "55,55"})
         assert [f["id"] for f in r.json()["features"]] == ["s"]
+
+
+async def test_plain_invalid_and_no_spurious_geometry_audit(live: LiveServer, slide: str) -> None:
+    async with live.client(slide, user="carol") as a, live.client(slide, user="obs") as b:
+        a.annotations["pn"] = {"geometry": {"type": "Point", "coordinates": [float("nan"), 1]}, "name": "n"}
+        a.annotations["ym"] = ann(square(5, 5))
+        await b.wait_for(lambda: field(b, "pn", "status") == "invalid" and field(b, "ym", "status") == "ok")
+        assert "finite" in field(b, "pn", "problem") or field(b, "pn", "problem")
+        for i in range(3):
+            a.annotations["ym"]["name"] = f"name {i}"
+            await settle(live, 0.05)
+        await settle(live, 0.2)
+        # NaN != NaN: compare serialized
+        assert json.dumps(a.annotations.to_py(), sort_keys=True) == json.dumps(b.annotations.to_py(), sort_keys=True)
+    async with live.http("admin") as http:
+        entries = (await http.get(f"/api/slides/{slide}/audit")).json()
+    actions = sorted((e["action"], e["annotation"]) for e in entries)
+    assert actions == sorted([("created", "pn"), ("marked_invalid", "pn"), ("created", "ym")]), actions
