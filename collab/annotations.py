@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -44,19 +45,20 @@ def to_py(value: Any) -> Any:
     return value
 
 
-def _canonical(value: Any) -> Any:
-    """Key order and int/float do not matter (Yjs keeps numbers as floats, maps unordered)."""
-    if isinstance(value, Mapping):
-        return tuple(sorted((str(k), _canonical(v)) for k, v in value.items()))
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
 def fingerprint(geometry: Any) -> bytes:
-    return hashlib.blake2b(repr(_canonical(geometry)).encode(), digest_size=16).digest()
+    """Of a geometry as read back from the doc (key order does not matter; NaN kept apart)."""
+    try:
+        text = json.dumps(geometry, sort_keys=True, allow_nan=True, default=repr)
+    except (TypeError, ValueError):
+        text = repr(geometry)
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def _stored_geometry(annotations: Map, key: str) -> Any:
+    value = annotations.get(key)
+    if isinstance(value, Map | Mapping):
+        return to_py(value.get("geometry"))
+    return None
 
 
 def _normalized(record: dict[str, Any]) -> dict[str, Any]:
@@ -184,7 +186,7 @@ class AnnotationGuard:
         writes: list[tuple[str, Any, dict[str, Any]]] = []  # (id, current value, fields to set)
         audits: list[tuple[str, str, dict[str, Any] | None]] = []
         for key in sorted(ids):
-            value = self.annotations.get(key) if key in self.annotations else None
+            value = self.annotations.get(key)
             if value is None:
                 if self.known.pop(key, None) is not None:
                     self.index.remove(key)
@@ -209,7 +211,7 @@ class AnnotationGuard:
                 known.measurements = verdict.measurements
                 if verdict.geometry is not None:
                     fields["geometry"] = verdict.geometry
-                    known.fingerprint = fingerprint(verdict.geometry)
+                    known.fingerprint = None  # set from the stored value once written
                 else:
                     known.fingerprint = fp
                 if verdict.shape is not None:
@@ -273,6 +275,10 @@ class AnnotationGuard:
                         self.annotations[key] = record
         finally:
             self._server_writing = False
+        for key, _value, fields in writes:
+            known = self.known.get(key)
+            if "geometry" in fields and known is not None:
+                known.fingerprint = fingerprint(_stored_geometry(self.annotations, key))
         update = self.doc.get_update(before)
         self.corrections += 1
         self.room.persist_and_relay(update, sender=None)
@@ -312,7 +318,7 @@ class AnnotationGuard:
                     ymap["comments"] = Array(list(comments))
                     existed = self.known.get(key) is not None
                     self.known[key] = Known(
-                        fingerprint=fingerprint(rec["geometry"]), status=verdict.status,
+                        fingerprint=None, status=verdict.status,
                         problem=verdict.problem, measurements=verdict.measurements,
                         author=principal.user_id, classification=rec.get("classification"),
                         comments=len(comments),
@@ -329,6 +335,8 @@ class AnnotationGuard:
                     results.append({"id": key, "status": verdict.status, "problem": verdict.problem})
         finally:
             self._server_writing = False
+        for key, _record in items:
+            self.known[key].fingerprint = fingerprint(_stored_geometry(self.annotations, key))
         if items:
             self.corrections += 1
             self.room.persist_and_relay(self.doc.get_update(before), sender=None)
@@ -343,9 +351,9 @@ class AnnotationGuard:
         keys = sorted(self.annotations.keys()) if ids is None else ids
         out = []
         for key in keys:
-            if key not in self.annotations:
+            value = to_py(self.annotations.get(key))
+            if value is None:
                 continue
-            value = to_py(self.annotations[key])
             out.append((key, _normalized(value) if isinstance(value, dict) else {}))
         return out
 
