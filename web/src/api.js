@@ -29,3 +29,24 @@ export async function getJSON (path, token) {
 }
 
 export const listSlides = (token) => getJSON('api/slides', token)
+export const getSession = (id, token) => getJSON(`api/sessions/${encodeURIComponent(id)}`, token)
+
+/** The printable summary of a session, as HTML text (the API wants the Bearer header). */
+export async function sessionSummaryHTML (id, token) {
+  let res
+  try {
+    res = await fetch(apiRoot() + `api/sessions/${encodeURIComponent(id)}/summary?format=html`, {
+      headers: { Accept: 'text/html', Authorization: `Bearer ${token}` },
+      cache: 'no-store',
+    })
+  } catch {
+    throw new ApiError(0, 'The server cannot be reached.')
+  }
+  const text = await res.text()
+  if (!res.ok) {
+    let msg = `${res.status} ${res.statusText}`
+    try { msg = JSON.parse(text).error || msg } catch {}
+    throw new ApiError(res.status, msg)
+  }
+  return text
+}

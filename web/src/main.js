@@ -1,10 +1,11 @@
-// Entry point: /app/?slide=<id>&token=<jwt> opens a slide; /app/?token=<jwt> lists slides.
-// (A tumor-board session view, /app/?session=<id>&token=..., hosts a SlideView the same way.)
+// Entry point: /app/?slide=<id>&token=<jwt> opens a slide; /app/?session=<id>&token=<jwt> a
+// tumor-board session (session.js, hosting a SlideView per slide); /app/?token=<jwt> lists slides.
 import './app.css'
 import { identityFrom, isExpired } from './auth.js'
 import { listSlides, ApiError } from './api.js'
 import { createLayout, homeHref, slideHref } from './layout.js'
 import { SlideView } from './slideview.js'
+import { SessionPage } from './session.js'
 import { h } from './dom.js'
 import { formatArea } from './geometry.js'
 
@@ -23,7 +24,12 @@ const hook = {
   get store () { return this.view && this.view.store },
   me,
   page: null,
-  state () { return this.view ? this.view.state() : { page: this.page, me } },
+  session: null, // the SessionPage on /app/?session=...
+  state () {
+    const s = this.view ? this.view.state() : { page: this.page, me }
+    if (this.session) s.session = this.session.state()
+    return s
+  },
   annotation (id) { return this.view ? this.view.annotationSummary(id) : null },
   imageToClient (x, y) { return this.view ? this.view.imageToClient(x, y) : null },
   follow (clientId) { this.view && this.view.presence.follow(clientId) },
@@ -122,6 +128,20 @@ async function slidePage (slideId) {
   mount(null)
 }
 
+function sessionPage (sessionId) {
+  hook.page = 'session'
+  document.title = 'Tumor board · collab'
+  const layout = createLayout(root)
+  if (!me) return noToken(layout)
+  if (isExpired(me)) return noToken(layout, 'Your link has expired. Ask for a new link.')
+  const session = new SessionPage({ layout, sessionId, token, me })
+  hook.session = session
+  session.on('view', (view) => { hook.view = view })
+  session.start().catch((e) => layout.fatal('Cannot open the session', messageFor(e), [{ label: 'Slide list', href: homeHref() }]))
+}
+
 const slideId = params.get('slide')
-if (slideId) slidePage(slideId)
+const sessionId = params.get('session')
+if (sessionId) sessionPage(sessionId)
+else if (slideId) slidePage(slideId)
 else slideList()

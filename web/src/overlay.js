@@ -154,6 +154,7 @@ export class Overlay {
     if (selected && view.showAnnotations && selected.bbox) this._measureLabel(ctx, selected, T)
     this._drawDraft(ctx, T)
     this._drawPresence(ctx, T, w, h)
+    this._drawExtraPointers(ctx, T, w, h)
 
     const ms = performance.now() - t0
     const s = this.stats
@@ -393,6 +394,8 @@ export class Overlay {
   _drawPresence (ctx, T, w, h) {
     const presence = this.view.presence
     if (!presence) return
+    const extra = (this.view.extraPointers && this.view.extraPointers()) || []
+    const shownElsewhere = new Set(extra.map((e) => e.user && e.user.id))
     for (const p of presence.remotes()) {
       const color = p.user.color || '#888'
       if (p.viewport && this.view.showViewports) {
@@ -408,7 +411,7 @@ export class Overlay {
         const tl = corners.reduce((m, q) => (q[1] < m[1] || (q[1] === m[1] && q[0] < m[0]) ? q : m), corners[0])
         if (tl[0] > -50 && tl[0] < w && tl[1] > -20 && tl[1] < h) this._tag(ctx, `${p.user.name} view`, tl[0] + 4, tl[1] + 4, color)
       }
-      if (p.cursor && Number.isFinite(p.cursor.x) && Number.isFinite(p.cursor.y)) {
+      if (p.cursor && Number.isFinite(p.cursor.x) && Number.isFinite(p.cursor.y) && !shownElsewhere.has(p.user.id)) {
         const [x, y] = this.imageToScreen(p.cursor.x, p.cursor.y, T)
         if (x < -20 || y < -20 || x > w + 20 || y > h + 20) continue
         ctx.beginPath()
@@ -424,6 +427,37 @@ export class Overlay {
         ctx.stroke()
         this._tag(ctx, p.user.name + (p.user.site ? ` · ${p.user.site}` : ''), x + 12, y + 14, color)
       }
+    }
+  }
+
+  /** A presenter's pointer: a ringed dot with an arrow, larger than a participant's cursor. */
+  _drawExtraPointers (ctx, T, w, h) {
+    const extra = (this.view.extraPointers && this.view.extraPointers()) || []
+    for (const e of extra) {
+      const c = e.cursor
+      if (!c || !Number.isFinite(c.x) || !Number.isFinite(c.y)) continue
+      const [x, y] = this.imageToScreen(c.x, c.y, T)
+      if (x < -30 || y < -30 || x > w + 30 || y > h + 30) continue
+      const color = (e.user && e.user.color) || '#ffd166'
+      ctx.beginPath()
+      ctx.arc(x, y, 11, 0, 2 * Math.PI)
+      ctx.fillStyle = color + '55'
+      ctx.fill()
+      ctx.lineWidth = 2.5
+      ctx.strokeStyle = '#fff'
+      ctx.stroke()
+      ctx.beginPath()
+      ctx.moveTo(x, y)
+      ctx.lineTo(x + 5, y + 21)
+      ctx.lineTo(x + 10, y + 14)
+      ctx.lineTo(x + 18, y + 14)
+      ctx.closePath()
+      ctx.fillStyle = color
+      ctx.fill()
+      ctx.lineWidth = 1.5
+      ctx.strokeStyle = '#fff'
+      ctx.stroke()
+      this._tag(ctx, e.label || (e.user && e.user.name) || 'Presenter', x + 16, y + 20, color)
     }
   }
 

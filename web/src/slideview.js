@@ -34,8 +34,11 @@ export class SlideView extends Emitter {
    * @param {object} opts.me identity from the token (auth.js)
    * @param {(msg: string, opts?: object) => void} opts.toast
    */
-  constructor (regions, { slide, token, me, toast, resync }) {
+  constructor (regions, { slide, token, me, toast, resync, extraPointers }) {
     super()
+    // A host may add pointers to draw (a session presenter's, from the session room):
+    // () => [{user, cursor, label}]; the same user's slide-room cursor is then not drawn twice.
+    this.extraPointers = extraPointers || null
     this.regions = regions
     this.slide = slide
     this.token = token
@@ -219,7 +222,7 @@ export class SlideView extends Emitter {
       on(v, ev, () => this.userNavigated())
     }
     on(v, 'canvas-key', (e) => { if (NAV_KEYS.has(e.originalEvent.key)) this.userNavigated() })
-    on(v, 'canvas-exit', () => { this.presence.publishCursor(null); this.el.coords.textContent = ''; this.el.tooltip.hidden = true; this._setHover(null) })
+    on(v, 'canvas-exit', () => { this.presence.publishCursor(null); this.emit('pointer', null); this.el.coords.textContent = ''; this.el.tooltip.hidden = true; this._setHover(null) })
 
     on(this.room, 'state', () => this._renderConnection())
     on(this.room, 'denied', (reason) => this._denied(reason))
@@ -311,6 +314,8 @@ export class SlideView extends Emitter {
       this.presence.unfollow()
       this.emit('navigated')
     }
+    // Hosts (a session following its presenter) hear of every navigation of the user's own.
+    this.emit('user-navigation')
   }
 
   /** Slide px -> page (client) px, for tests and hosts. */
@@ -326,6 +331,7 @@ export class SlideView extends Emitter {
     if (!this.ready) return
     const p = this.overlay.screenToImage(s[0], s[1])
     this.presence.publishCursor(p)
+    this.emit('pointer', p)
     const mpp = this.slide.mpp
     this.el.coords.textContent = mpp
       ? `x ${(p[0] * mpp / 1000).toFixed(3)} mm · y ${(p[1] * mpp / 1000).toFixed(3)} mm`
