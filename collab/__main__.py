@@ -41,11 +41,26 @@ def _token_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--data", type=Path, help="data directory holding the generated secret")
 
 
+def _session_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("session", help="tumor-board sessions")
+    action = p.add_subparsers(dest="action", required=True)
+    create = action.add_parser("create", help="create a session and print its link and tokens")
+    create.add_argument("--title", required=True)
+    create.add_argument("--slides", required=True, help="comma list of registered slide ids (the agenda)")
+    create.add_argument("--user", default="presenter", help="the presenter's user id")
+    create.add_argument("--name", default="Presenter")
+    create.add_argument("--site", default="Roubaix")
+    create.add_argument("--ttl", type=float, default=12 * 3600, help="token lifetime in seconds")
+    create.add_argument("--data", type=Path, help="data directory of the server")
+    create.add_argument("--public-url", help="base URL of the printed links")
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="collab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_args(sub)
     _token_args(sub)
+    _session_args(sub)
     return parser.parse_args(argv)
 
 
@@ -53,7 +68,45 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     if args.command == "token":
         return _token(args)
+    if args.command == "session":
+        return asyncio.run(_session_create(args))
     return _serve(args)
+
+
+async def _session_create(args: argparse.Namespace) -> int:
+    """Create a session straight in the store (safe beside a running server: SQLite WAL)."""
+    from collab.errors import CollabError
+    from collab.registry import SlideRegistry
+    from collab.sessions import SessionRegistry, session_key
+    from collab.store import open_store
+
+    settings = Settings.from_env(os.environ, data=args.data, public_url=args.public_url)
+    auth = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
+    slides = [s for s in args.slides.split(",") if s]
+    presenter = auth.authenticate(
+        auth.mint(user=args.user, name=args.name, site=args.site, role="presenter", slides=slides, ttl=args.ttl)
+    )
+    async with open_store(settings) as store:
+        try:
+            record, initial = await SessionRegistry(store, SlideRegistry(store)).create(
+                presenter, {"title": args.title, "slides": slides}
+            )
+        except CollabError as exc:
+            print(f"collab session create: {exc}", file=sys.stderr)
+            return 2
+        await store.append(session_key(record["id"]), initial)
+    base = f"{settings.base_url}/app/?session={record['id']}&token="
+    people = [
+        ("presenter", args.user, args.name, args.site, "presenter"),
+        ("reviewer (Roubaix)", "reviewer-roubaix", "Reviewer (Roubaix)", "Roubaix", "reviewer"),
+        ("reviewer (Mouscron)", "reviewer-mouscron", "Reviewer (Mouscron)", "Mouscron", "reviewer"),
+        ("trainee, read-only", "trainee", "Trainee", "Mouscron", "viewer"),
+    ]
+    print(f"session {record['id']}: {record['title']} ({', '.join(slides)})")
+    for label, user, name, site, role in people:
+        token = auth.mint(user=user, name=name, site=site, role=role, slides=slides, ttl=args.ttl)
+        print(f"  {label}: {base}{token}")
+    return 0
 
 
 def _token(args: argparse.Namespace) -> int:

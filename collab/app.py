@@ -22,9 +22,12 @@ from collab.api import Api, error_response
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
 from collab.bus import LocalBus
 from collab.demo import ensure_demo_slide
-from collab.errors import CollabError
+from collab.errors import CollabError, Forbidden
 from collab.registry import SlideRegistry
+from collab.room import Room
 from collab.rooms import RoomManager
+from collab.sessions import SessionGuard, SessionRegistry, may_join
+from collab.sessions_api import SessionsApi
 from collab.settings import Settings
 from collab.store import AuditRecord, open_store
 from collab.tiles import SlideImages
@@ -52,8 +55,21 @@ class Collab:
         self.api = Api(self.authenticator, self.slides, settings, self.images)
         self.rooms.on_load(slide_hook(self.slides, self.store, settings.max_vertices))  # type: ignore[arg-type]
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)  # type: ignore[arg-type]
+        self.sessions = SessionRegistry(self.store, self.slides)  # type: ignore[arg-type]
+        self.sessions_api = SessionsApi(self.api, self.sessions, self.slides, self.store)  # type: ignore[arg-type]
+        self.rooms.on_load(self.guard_session)
 
-    async def check_slide(self, slide_id: str) -> None:
+    def guard_session(self, room: Room) -> None:
+        """Session rooms: only the presenter (or a presenter taking over) changes the document."""
+        if room.key.startswith("session:"):
+            room.write_guard = SessionGuard(room, self.store)  # type: ignore[arg-type]
+
+    async def check_session(self, session_id: str, principal: Principal) -> None:
+        if not may_join(principal, await self.sessions.get(session_id)):
+            raise Forbidden("token does not grant every slide of this session")
+
+    async def check_slide(self, slide_id: str, principal: Principal) -> None:
+        principal.require_slide(slide_id)
         await self.slides.get(slide_id)
 
     def record_refusal(self, room: str, principal: Principal | None, reason: str, message: str) -> None:
@@ -61,20 +77,27 @@ class Collab:
         metrics.REFUSALS.labels(reason=reason).inc()
         user = principal.user_id if principal else "-"
         site = principal.site if principal else "-"
-        log.warning(
-            "refused %s: %s", room, message, extra={"room": room, "user": user, "site": site, "reason": reason}
-        )
+        log.warning("refused %s: %s", room, message, extra={"room": room, "user": user, "site": site, "reason": reason})
         self.store.audit(  # type: ignore[attr-defined]
-            AuditRecord(room, int(time.time() * 1000), user, site, "refused", None, {"reason": reason, "message": message})
+            AuditRecord(
+                room, int(time.time() * 1000), user, site, "refused", None, {"reason": reason, "message": message}
+            )
         )
 
     async def register_demo(self) -> None:
         """--demo: generate (once) and register the demo slide, then print two ready links."""
         slide = await asyncio.to_thread(ensure_demo_slide, self.settings.data)
-        await self.slides.put({
-            "id": slide.id, "title": slide.title, "width": slide.width, "height": slide.height,
-            "mpp": slide.mpp, "path": str(slide.path), "tiles": f"/slides/{slide.id}.dzi",
-        })
+        await self.slides.put(
+            {
+                "id": slide.id,
+                "title": slide.title,
+                "width": slide.width,
+                "height": slide.height,
+                "mpp": slide.mpp,
+                "path": str(slide.path),
+                "tiles": f"/slides/{slide.id}.dzi",
+            }
+        )
         links = demo_links(self.authenticator, self.settings.base_url, slide.id)
         print("\n".join(["", "collab demo slide ready:", *links, ""]), flush=True)
 
@@ -97,6 +120,11 @@ class Collab:
                 "/ws/slides/{doc_id:path}",
                 RoomEndpoint("slide", check_document=self.check_slide, **common),  # type: ignore[arg-type]
             ),
+            WebSocketRoute(
+                "/ws/sessions/{doc_id:path}",
+                RoomEndpoint("session", check_document=self.check_session, **common),  # type: ignore[arg-type]
+            ),
+            *self.sessions_api.routes(),
         ]
         if STATIC_APP.is_dir():
             routes.append(Mount("/app", StaticFiles(directory=STATIC_APP, html=True), name="app"))
@@ -105,10 +133,17 @@ class Collab:
 
 def demo_links(auth: TokenAuthenticator, base_url: str, slide_id: str, ttl: float = 12 * 3600) -> list[str]:
     """Two browser links: a Roubaix reviewer and a read-only Mouscron trainee."""
-    reviewer = auth.mint(user="dr-roubaix", name="Dr Martin (Roubaix)", site="Roubaix",
-                         role="reviewer", slides=[slide_id], ttl=ttl)
-    trainee = auth.mint(user="trainee-mouscron", name="Trainee Dubois (Mouscron)", site="Mouscron",
-                        role="viewer", slides=[slide_id], ttl=ttl)
+    reviewer = auth.mint(
+        user="dr-roubaix", name="Dr Martin (Roubaix)", site="Roubaix", role="reviewer", slides=[slide_id], ttl=ttl
+    )
+    trainee = auth.mint(
+        user="trainee-mouscron",
+        name="Trainee Dubois (Mouscron)",
+        site="Mouscron",
+        role="viewer",
+        slides=[slide_id],
+        ttl=ttl,
+    )
     return [
         f"  reviewer (Roubaix):        {base_url}/app/?slide={slide_id}&token={reviewer}",
         f"  trainee, read-only (Mouscron): {base_url}/app/?slide={slide_id}&token={trainee}",

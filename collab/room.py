@@ -67,7 +67,7 @@ class Room:
         self._store = store
         self._bus = bus
         self._settings = settings
-        self._write_guard = write_guard
+        self.write_guard = write_guard  # who may change this document, beyond roles
         self._log_entries = log_entries
         self._log_bytes = log_bytes
         self._last_commit: asyncio.Future[None] | None = None
@@ -127,8 +127,8 @@ class Room:
             metrics.REFUSALS.labels(reason="read_only").inc()
             conn.send(encode_permission_denied("permission-denied: read-only role"))
             return
-        if self._write_guard is not None:
-            refusal = self._write_guard(conn, update)
+        if self.write_guard is not None:
+            refusal = self.write_guard(conn, update)
             if refusal is not None:
                 metrics.REFUSALS.labels(reason="write_guard").inc()
                 conn.send(encode_permission_denied(f"permission-denied: {refusal}"))

@@ -22,8 +22,8 @@ from collab.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Raises NotFound when the document id is not registered.
-DocumentCheck = Callable[[str], Awaitable[None]]
+# Raises NotFound when the document id is not registered, Forbidden when the principal may not join.
+DocumentCheck = Callable[[str, Principal], Awaitable[None]]
 
 
 class RoomEndpoint:
@@ -55,7 +55,7 @@ class RoomEndpoint:
         principal: Principal | None = None
         try:
             principal = self._admit(scope, doc_id)
-            await self._check_document(doc_id)
+            await self._check_document(doc_id, principal)
         except CollabError as exc:
             self._on_refusal(f"{self._kind}:{doc_id}", principal, type(exc).__name__, str(exc))
             await send({"type": "websocket.close", "code": exc.close_code, "reason": str(exc)[:120]})
@@ -90,8 +90,6 @@ class RoomEndpoint:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [None])[0]
         principal = self._auth.authenticate(token)
-        if self._kind == "slide":
-            principal.require_slide(doc_id)
         if self._per_user[principal.user_id] >= self._settings.max_connections_per_user:
             raise TooManyConnections("too many connections for this user")
         return principal

@@ -23,6 +23,15 @@ def token(role: str = "reviewer", user: str = "u") -> str:
     return AUTH.mint(user=user, name=user, site="Roubaix", role=role, slides="*", ttl=600)
 
 
+async def quiet(client: YClient, seconds: float = 0.5) -> None:
+    """Wait until the client has received nothing for `seconds` (server corrections settled)."""
+    while True:
+        frames = client.received_frames
+        await asyncio.sleep(seconds)
+        if client.received_frames == frames:
+            return
+
+
 def register(proc: ServerProcess, slide_id: str) -> None:
     r = httpx.post(f"{proc.base_url}/api/slides", headers={"Authorization": f"Bearer {token('admin')}"},
                    json={"id": slide_id, "width": 100000, "height": 80000, "mpp": 0.25})
@@ -96,7 +105,7 @@ async def test_idle_room_unloads_and_reloads_intact(tmp_path: Path) -> None:
             del a.annotations["k1"]
             # The server stamps status, author, measurements: wait for its corrections.
             await a.wait_for(lambda: all("status" in v for v in a.annotations.to_py().values()))
-            await asyncio.sleep(0.2)
+            await quiet(a)
             before = a.annotations.to_py()
         rooms = live.app.state.collab.rooms
         for _ in range(100):
@@ -123,7 +132,8 @@ async def test_compaction_keeps_document_content(tmp_path: Path) -> None:
                 if i % 7 == 0:
                     a.annotations[f"k{i}"]["locked"] = True
             del a.annotations["k3"]
-            await asyncio.sleep(0.3)
+            await a.wait_for(lambda: all("status" in v for v in a.annotations.to_py().values()))
+            await quiet(a)
             before = a.annotations.to_py()
     finally:
         server.should_exit = True
