@@ -45,7 +45,7 @@ class Settings:
     update_rate: float = 1000.0  # document updates per second per connection (token bucket)
     update_burst: float = 5000.0
     presence_hz: float = 30.0  # presence relays per second per client
-    presence_burst: float = 3.0
+    presence_burst: float = 10.0  # absorbs timer jitter of clients that publish at about `presence_hz`
     max_connections_per_user: int = 50
     max_connections_per_room: int = 500
     handshake_timeout: float = 10.0
