@@ -53,7 +53,8 @@ class Collab:
         self.slides = SlideRegistry(self.store)  # type: ignore[arg-type]
         self.images = SlideImages()
         self.api = Api(self.authenticator, self.slides, settings, self.images)
-        self.rooms.on_load(slide_hook(self.slides, self.store, settings.max_vertices))  # type: ignore[arg-type]
+        if settings.geometry_checks:
+            self.rooms.on_load(slide_hook(self.slides, self.store, settings.max_vertices))  # type: ignore[arg-type]
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)  # type: ignore[arg-type]
         self.sessions = SessionRegistry(self.store, self.slides)  # type: ignore[arg-type]
         self.sessions_api = SessionsApi(self.api, self.sessions, self.slides, self.store)  # type: ignore[arg-type]

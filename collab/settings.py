@@ -50,6 +50,7 @@ class Settings:
     max_connections_per_room: int = 500
     handshake_timeout: float = 10.0
     max_vertices: int = 100_000
+    geometry_checks: bool = True  # off only to measure their cost: no checks, index or annotation queries
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
