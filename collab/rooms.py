@@ -101,6 +101,7 @@ class RoomManager:
             settings=self._settings,
             log_entries=loaded.log_entries,
             log_bytes=loaded.log_bytes,
+            snapshot_bytes=loaded.snapshot_bytes,
         )
         for hook in self._hooks:
             result = hook(room)

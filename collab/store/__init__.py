@@ -20,6 +20,7 @@ class LoadedDocument:
     updates: list[bytes]  # the snapshot (if any) first, then the log in commit order
     log_entries: int  # entries in the log after the snapshot
     log_bytes: int
+    snapshot_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

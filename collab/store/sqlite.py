@@ -148,16 +148,18 @@ class SqliteStore:
     async def load(self, room: str) -> LoadedDocument:
         db = self.db
         updates: list[bytes] = []
+        snapshot_bytes = 0
         async with db.execute("SELECT data FROM snapshots WHERE room = ?", (room,)) as cur:
             row = await cur.fetchone()
             if row is not None:
                 updates.append(row[0])
+                snapshot_bytes = len(row[0])
         async with db.execute(
             "SELECT data FROM updates WHERE room = ? ORDER BY id", (room,)
         ) as cur:
             log_rows = [r[0] for r in await cur.fetchall()]
         updates.extend(log_rows)
-        return LoadedDocument(updates, len(log_rows), sum(len(r) for r in log_rows))
+        return LoadedDocument(updates, len(log_rows), sum(len(r) for r in log_rows), snapshot_bytes)
 
     async def put_record(self, kind: str, record_id: str, record: dict[str, Any]) -> None:
         await self.db.execute(
