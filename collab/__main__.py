@@ -130,7 +130,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     app = create_app(settings)
     server = build_server(app, settings)
-    asyncio.run(server.serve())
+    server.run()  # uvicorn's own runner picks uvloop when it is installed
     return 0
 
 

@@ -21,7 +21,7 @@ from starlette.types import Receive, Send
 from collab import metrics
 from collab.auth import Principal
 from collab.errors import CollabError, LimitExceeded, SlowConsumer, UnsupportedData
-from collab.protocol import decode_message
+from collab.protocol import SyncMessage, SyncType, decode_message
 from collab.ratelimit import TokenBucket
 from collab.settings import Settings
 
@@ -63,6 +63,8 @@ class Connection:
         self._close: tuple[int, str] | None = None
         self._close_requested = asyncio.Event()
         self._updates = TokenBucket(settings.update_rate, settings.update_burst)
+        self._flood_seconds = settings.update_flood_seconds
+        self._throttled_since: float | None = None
         self._writer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -98,9 +100,22 @@ class Connection:
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
 
-    def check_update_rate(self) -> None:
-        if not self._updates.take():
+    async def _pace_update(self) -> None:
+        """Hold a document update until the connection's rate allows it (TCP pushes back on the
+        client); a client that is held back without pause for too long is closed with 1008."""
+        wait = self._updates.take_or_wait()
+        if wait == 0.0:
+            self._throttled_since = None
+            return
+        now = time.monotonic()
+        if self._throttled_since is None:
+            self._throttled_since = now
+        elif now - self._throttled_since > self._flood_seconds:
             raise LimitExceeded("update rate limit exceeded")
+        metrics.REFUSALS.labels(reason="update_throttled").inc()
+        while wait > 0.0:
+            await asyncio.sleep(wait)
+            wait = self._updates.take_or_wait()
 
     async def serve(self, room: Room, on_leave: Callable[[], None]) -> None:
         """Run until the client leaves or the connection is closed; `on_leave` detaches it."""
@@ -143,7 +158,10 @@ class Connection:
                 if data is None:
                     raise UnsupportedData("text frames are not part of the y-websocket protocol")
                 metrics.BYTES_IN.inc(len(data))
-                room.handle(self, decode_message(data))
+                message = decode_message(data)
+                if isinstance(message, SyncMessage) and message.kind is not SyncType.STEP1:
+                    await self._pace_update()
+                room.handle(self, message)
             except CollabError as exc:
                 log.info(
                     "closing connection: %s",

@@ -31,3 +31,11 @@ class TokenBucket:
         """Seconds until one token is available."""
         self._refill()
         return max(0.0, (1.0 - self._tokens) / self._rate)
+
+    def take_or_wait(self) -> float:
+        """Spend a token and return 0, or return how long to wait for one (spending nothing)."""
+        self._refill()
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate

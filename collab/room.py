@@ -136,7 +136,6 @@ class Room:
                 metrics.REFUSALS.labels(reason="write_guard").inc()
                 conn.send(encode_permission_denied(f"permission-denied: {refusal}"))
                 return
-        conn.check_update_rate()
         try:
             self.doc.apply_update(update)
         except ValueError as exc:

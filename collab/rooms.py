@@ -50,6 +50,11 @@ class RoomManager:
     async def join(self, key: str, conn: Connection) -> Room:
         async with self._lock(key):
             room = self._rooms.get(key)
+            if room is not None and room.failed:
+                # The store refused a write this room had applied in memory: what it holds is
+                # not what is saved. Drop it; the joiner gets the stored truth.
+                self._drop(room)
+                room = None
             if room is None:
                 room = await self._load(key)
             if len(room.connections) >= self._settings.max_connections_per_room:
@@ -118,6 +123,13 @@ class RoomManager:
         )
         self._evict_if_over_capacity()
         return room
+
+    def _drop(self, room: Room) -> None:
+        for conn in list(room.connections):
+            conn.close_soon(1011, "room reloaded after a store failure")
+        room.close()
+        self._rooms.pop(room.key, None)
+        metrics.ROOMS_LOADED.set(len(self._rooms))
 
     def _evict_if_over_capacity(self) -> None:
         excess = len(self._rooms) - self._settings.max_rooms_loaded

@@ -100,3 +100,23 @@ async def test_slide_list_is_filtered_by_token(live: LiveServer) -> None:
     await live.register_slide("b")
     async with live.http("viewer", slides=["b"]) as viewer:
         assert [s["id"] for s in (await viewer.get("/api/slides")).json()] == ["b"]
+
+
+async def test_tokens_never_reach_the_logs(server_process) -> None:
+    from tests.test_durability import register, url
+
+    server_process.start()
+    register(server_process, "s1")
+    ws_url = url(server_process, "s1", "logged")
+    token = ws_url.split("token=")[1]
+    from tests.yclient import YClient
+
+    async with YClient(ws_url) as c:
+        c.set_presence({"cursor": None})
+    bad = YClient(f"{server_process.ws_url}/ws/slides/s1?token={token}x")
+    await bad.connect(wait_sync=False)
+    await bad.wait_closed()
+    await asyncio.sleep(0.2)
+    log = server_process.log_path.read_text()
+    assert "/ws/slides/s1" in log  # the request lines are there...
+    assert token not in log and token[:40] not in log  # ...without the credential
