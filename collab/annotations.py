@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pycrdt import Array, Doc, Map
 
 from collab.auth import Principal
@@ -46,12 +46,13 @@ def to_py(value: Any) -> Any:
 
 
 def fingerprint(geometry: Any) -> bytes:
-    """Of a geometry as read back from the doc (key order does not matter; NaN kept apart)."""
+    """Of a geometry as read back from the doc (key order does not matter). orjson writes NaN
+    and infinity as null: such geometries are invalid whichever it was."""
     try:
-        text = json.dumps(geometry, sort_keys=True, allow_nan=True, default=repr)
-    except (TypeError, ValueError):
-        text = repr(geometry)
-    return hashlib.blake2b(text.encode(), digest_size=16).digest()
+        text = orjson.dumps(geometry, option=orjson.OPT_SORT_KEYS, default=repr)
+    except (TypeError, orjson.JSONEncodeError):
+        text = repr(geometry).encode()
+    return hashlib.blake2b(text, digest_size=16).digest()
 
 
 def _stored_geometry(annotations: Map, key: str) -> Any:
