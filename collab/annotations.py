@@ -121,6 +121,8 @@ class AnnotationGuard:
         self.index = SpatialIndex()
         self.known: dict[str, Known] = {}
         self._pending: set[str] = set()
+        self._touched: set[str] = set()  # ids changed since the room was loaded
+        self._indexed = asyncio.Event()
         self._server_writing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.corrections = 0  # server transactions written (tests, metrics)
@@ -128,27 +130,51 @@ class AnnotationGuard:
     # --- attaching -------------------------------------------------------------------------
 
     async def attach(self) -> None:
-        """Index what the stored document holds, then follow its changes."""
+        """Follow the room's changes at once; index what the stored document holds meanwhile.
+
+        Clients may join before the index is built (a reload of a 5,000-annotation slide must
+        not wait for 5,000 geometry checks); spatial queries wait for it (`wait_indexed`).
+        """
         records = {key: to_py(value) for key, value in self.annotations.items()}
-        verdicts = await asyncio.to_thread(self._check_all, records)
-        shapes = []
         for key, record in records.items():
-            verdict = verdicts[key]
             rec = record if isinstance(record, Mapping) else {}
+            measurements = rec.get("measurements")
             self.known[key] = Known(
                 fingerprint=fingerprint(rec.get("geometry")),
-                status=rec.get("status") if isinstance(rec.get("status"), str) else verdict.status,
+                status=rec.get("status") if isinstance(rec.get("status"), str) else None,
                 problem=rec.get("problem"),
-                measurements=verdict.measurements,
+                measurements=dict(measurements) if isinstance(measurements, Mapping) else {},
                 author=rec.get("author") if isinstance(rec.get("author"), str) else None,
                 classification=rec.get("classification"),
                 comments=_comment_count(rec.get("comments")),
             )
-            if verdict.shape is not None:
-                shapes.append((key, verdict.shape))
-        self.index = SpatialIndex(shapes)
         self.annotations.observe_deep(self._on_change)
         self.room.after_apply = self.after_apply
+        task = asyncio.get_running_loop().create_task(self._index_stored(records))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _index_stored(self, records: dict[str, Any]) -> None:
+        try:
+            verdicts = await asyncio.to_thread(self._check_all, records)
+            for key, verdict in verdicts.items():
+                known = self.known.get(key)
+                if key in self._touched or known is None:
+                    continue  # changed since the load: process() has indexed its current state
+                if known.status is None:
+                    known.status, known.problem = verdict.status, verdict.problem
+                known.measurements = verdict.measurements
+                if verdict.shape is not None:
+                    self.index.upsert(key, verdict.shape)
+            if self.index.needs_rebuild:
+                await self.index.refresh()
+        except Exception:
+            log.exception("indexing the stored annotations failed", extra={"room": self.room.key})
+        finally:
+            self._indexed.set()
+
+    async def wait_indexed(self) -> None:
+        await self._indexed.wait()
 
     def _check_all(self, records: Mapping[str, Any]) -> dict[str, GeometryVerdict]:
         return {key: self.check(record) for key, record in records.items()}
@@ -176,6 +202,7 @@ class AnnotationGuard:
         if not self._pending:
             return
         pending, self._pending = self._pending, set()
+        self._touched |= pending
         try:
             self.process(pending, conn.principal)
         except Exception:
@@ -296,6 +323,7 @@ class AnnotationGuard:
         self, items: list[tuple[str, dict[str, Any]]], verdicts: list[GeometryVerdict], principal: Principal
     ) -> list[dict[str, Any]]:
         """Write checked, stamped records as Y.Map values in ONE server transaction."""
+        self._touched.update(key for key, _record in items)
         at = now_ms()
         results = []
         audits: list[tuple[str, str, dict[str, Any] | None]] = []

@@ -62,6 +62,7 @@ class AnnotationsApi:
         guard = getattr(room, "annotation_guard", None)
         if guard is None:
             raise BadRequest("annotations are not followed in this room")
+        await guard.wait_indexed()
         return principal, room, guard
 
     async def list_annotations(self, request: Request) -> Response:
