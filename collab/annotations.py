@@ -209,10 +209,12 @@ class AnnotationGuard:
             log.exception("annotation check failed", extra={"room": self.room.key})
 
     def process(self, ids: Iterable[str], principal: Principal) -> None:
-        """Check the changed annotations and write the server's corrections in one transaction."""
+        """Note what changed; correct at once what needs no geometry check, and check changed
+        geometries in a worker thread, so the room never waits on Shapely before relaying."""
         at = now_ms()
         writes: list[tuple[str, Any, dict[str, Any]]] = []  # (id, current value, fields to set)
         audits: list[tuple[str, str, dict[str, Any] | None]] = []
+        checks: list[tuple[str, bytes, bool, Any]] = []  # (id, fingerprint, created, geometry)
         for key in sorted(ids):
             value = self.annotations.get(key)
             if value is None:
@@ -228,62 +230,108 @@ class AnnotationGuard:
             if known is None:
                 known = self.known[key] = Known(author=principal.user_id)
                 audits.append(("created", key, None))
-            fields: dict[str, Any] = {}
+            self._note_fields(key, record, known, created, audits)
             geometry = record.get("geometry")
             fp = fingerprint(geometry)
             if fp != known.fingerprint:
-                verdict = self.check(record)
                 if not created:
                     audits.append(("geometry_changed", key, None))
-                known.status, known.problem = verdict.status, verdict.problem
-                known.measurements = verdict.measurements
-                if verdict.geometry is not None:
-                    fields["geometry"] = verdict.geometry
-                    known.fingerprint = None  # set from the stored value once written
-                else:
-                    known.fingerprint = fp
-                if verdict.shape is not None:
-                    self.index.upsert(key, verdict.shape)
-                else:
-                    self.index.remove(key)
-                if verdict.status == "repaired":
-                    audits.append(("repaired", key, {"problem": verdict.problem}))
-                elif verdict.status == "invalid":
-                    audits.append(("marked_invalid", key, {"problem": verdict.problem}))
-            if record.get("status") != known.status:
-                fields["status"] = known.status
-            if known.problem is None:
-                if "problem" in record:
-                    fields["problem"] = None
-            elif record.get("problem") != known.problem:
-                fields["problem"] = known.problem
-            measurements = merge_measurements(record.get("measurements"), known.measurements)
-            if record.get("measurements") != measurements and (
-                measurements or record.get("measurements") is not None
-            ):
-                fields["measurements"] = measurements
-            if record.get("author") != known.author:
-                fields["author"] = known.author
-            if created and not isinstance(record.get("created"), int | float):
-                fields["created"] = at
-            classification = record.get("classification")
-            if not created and classification != known.classification:
-                audits.append(("classification_changed", key, {
-                    "from": _class_name(known.classification), "to": _class_name(classification),
-                }))
-            known.classification = classification
-            comments = _comment_count(record.get("comments"))
-            if comments > known.comments:
-                audits.append(("commented", key, {"count": comments - known.comments}))
-            known.comments = comments
-            fields["updated"] = at
+                known.fingerprint = fp  # this version is being checked: do not check it twice
+                checks.append((key, fp, created, geometry))
+                continue  # its whole correction is written once the check is done
+            writes.append((key, value, self._fields(record, known, created, at)))
+        self._write(writes)
+        self._audit(audits, principal, at)
+        if checks:
+            task = asyncio.get_running_loop().create_task(self._check_later(checks, principal, at))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _check_later(self, checks: list[tuple[str, bytes, bool, Any]], principal: Principal, at: int) -> None:
+        try:
+            verdicts = await asyncio.to_thread(
+                lambda: [self.check({"geometry": geometry}) for _k, _fp, _c, geometry in checks]
+            )
+            self._apply_verdicts(checks, verdicts, principal, at)
+        except Exception:
+            log.exception("annotation check failed", extra={"room": self.room.key})
+
+    def _apply_verdicts(
+        self,
+        checks: list[tuple[str, bytes, bool, Any]],
+        verdicts: list[GeometryVerdict],
+        principal: Principal,
+        at: int,
+    ) -> None:
+        writes: list[tuple[str, Any, dict[str, Any]]] = []
+        audits: list[tuple[str, str, dict[str, Any] | None]] = []
+        for (key, fp, created, _geometry), verdict in zip(checks, verdicts, strict=True):
+            value = self.annotations.get(key)
+            known = self.known.get(key)
+            if value is None or known is None:
+                continue  # deleted meanwhile
+            record = to_py(value)
+            if not isinstance(record, Mapping):
+                record = {}
+            if fingerprint(record.get("geometry")) != fp:
+                continue  # changed again meanwhile: a newer check will write
+            known.status, known.problem = verdict.status, verdict.problem
+            known.measurements = verdict.measurements
+            if verdict.shape is not None:
+                self.index.upsert(key, verdict.shape)
+            else:
+                self.index.remove(key)
+            if verdict.status == "repaired":
+                audits.append(("repaired", key, {"problem": verdict.problem}))
+            elif verdict.status == "invalid":
+                audits.append(("marked_invalid", key, {"problem": verdict.problem}))
+            fields = self._fields(record, known, created, at)
+            if verdict.geometry is not None:
+                fields["geometry"] = verdict.geometry
             writes.append((key, value, fields))
         self._write(writes)
-        for action, key, detail in audits:
-            self.store.audit(AuditRecord(
-                self.room.key, at, principal.user_id, principal.site, action, key, detail,
-            ))
+        self._audit(audits, principal, at)
         self._maybe_refresh()
+
+    def _note_fields(
+        self, key: str, record: Mapping[str, Any], known: Known, created: bool,
+        audits: list[tuple[str, str, dict[str, Any] | None]],
+    ) -> None:
+        """Audit classification changes and new comments, from what the server last saw."""
+        classification = record.get("classification")
+        if not created and classification != known.classification:
+            audits.append(("classification_changed", key, {
+                "from": _class_name(known.classification), "to": _class_name(classification),
+            }))
+        known.classification = classification
+        comments = _comment_count(record.get("comments"))
+        if comments > known.comments:
+            audits.append(("commented", key, {"count": comments - known.comments}))
+        known.comments = comments
+
+    def _fields(self, record: Mapping[str, Any], known: Known, created: bool, at: int) -> dict[str, Any]:
+        """The server-owned fields that differ from what the record holds."""
+        fields: dict[str, Any] = {}
+        if known.status is not None and record.get("status") != known.status:
+            fields["status"] = known.status
+        if known.problem is None:
+            if "problem" in record:
+                fields["problem"] = None
+        elif record.get("problem") != known.problem:
+            fields["problem"] = known.problem
+        measurements = merge_measurements(record.get("measurements"), known.measurements)
+        if record.get("measurements") != measurements and (measurements or record.get("measurements") is not None):
+            fields["measurements"] = measurements
+        if record.get("author") != known.author:
+            fields["author"] = known.author
+        if created and not isinstance(record.get("created"), int | float):
+            fields["created"] = at
+        fields["updated"] = at
+        return fields
+
+    def _audit(self, audits: list[tuple[str, str, dict[str, Any] | None]], principal: Principal, at: int) -> None:
+        for action, key, detail in audits:
+            self.store.audit(AuditRecord(self.room.key, at, principal.user_id, principal.site, action, key, detail))
 
     def _write(self, writes: list[tuple[str, Any, dict[str, Any]]]) -> None:
         if not writes:

@@ -25,6 +25,9 @@ from tests.yclient import YClient
 
 SECRET = "test-secret-not-for-production-0123456789"
 
+# Browser fixtures (a demo server process, Chromium) for the modules that ask for them.
+pytest_plugins = ["tests.browser_support"]
+
 
 @dataclass
 class LiveServer:

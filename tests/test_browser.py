@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import time
@@ -21,6 +20,7 @@ import pytest
 
 from collab.auth import TokenAuthenticator
 from collab.demo import DEFAULT_MPP, DEMO_ID
+from tests.browser_support import TILES, VIEWPORT
 from tests.conftest import SECRET, ServerProcess
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -29,17 +29,10 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-CHROMIUM = os.environ.get("COLLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
-VIEWPORT = {"width": 1280, "height": 720}
 READY = (
     "() => window.collab && window.collab.state().ready"
     " && window.collab.state().connection === 'connected'"
 )
-TILES = "() => window.collab.state().tilesLoaded"
 EDIT_TOOLS = [
     "tool-point", "tool-rectangle", "tool-polygon", "tool-freehand", "tool-line",
     "delete", "undo", "redo",
@@ -48,30 +41,6 @@ TUMOR_RGB = (200, 0, 0)
 
 
 # ---- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    assert (ROOT / "collab" / "static" / "app" / "index.html").is_file(), \
-        "the web bundle is missing: cd web && npm ci && npm run build"
-    proc = ServerProcess(tmp_path_factory.mktemp("browser") / "data", "--demo")
-    try:
-        proc.start(timeout=180)  # --demo generates the demo slide before it answers
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

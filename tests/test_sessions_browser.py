@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import statistics
 import time
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ import pytest
 
 from collab.auth import TokenAuthenticator
 from collab.demo import DEMO_FILENAME, DEMO_ID
+from tests.browser_support import TILES, VIEWPORT
 from tests.conftest import SECRET, ServerProcess
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -31,12 +30,6 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "sessions"
-CHROMIUM = os.environ.get("COLLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
-VIEWPORT = {"width": 1280, "height": 720}
 SECOND = "demo-2"
 READY = """() => {
     const c = window.collab
@@ -45,7 +38,6 @@ READY = """() => {
     return s.session.synced && s.session.connection === 'connected' && s.ready
         && s.connection === 'connected' && s.slide && s.slide.id === s.session.viewSlide
 }"""
-TILES = "() => window.collab.state().tilesLoaded"
 ON_SLIDE = """id => {
     const s = window.collab.state()
     return s.ready && s.slide && s.slide.id === id && s.connection === 'connected'
@@ -53,30 +45,6 @@ ON_SLIDE = """id => {
 
 
 # ---- fixtures --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    assert (ROOT / "collab" / "static" / "app" / "index.html").is_file(), \
-        "the web bundle is missing: cd web && npm ci && npm run build"
-    proc = ServerProcess(tmp_path_factory.mktemp("sessions") / "data", "--demo")
-    try:
-        proc.start(timeout=180)  # --demo generates the demo slide before it answers
-        yield proc
-    finally:
-        proc.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

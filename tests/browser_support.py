@@ -1,0 +1,57 @@
+"""Shared by the browser tests: a `collab serve --demo` process and a Playwright Chromium.
+
+Loaded as a pytest plugin (see conftest.py), so its fixtures are available to every test module.
+Chromium is Debian's (`apt-get install chromium`; `.ci/run` installs it); set COLLAB_CHROMIUM to
+use another binary. Without one the browser tests are skipped locally but fail under CI, where
+a skip would hide that nothing was tested.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = os.environ.get("COLLAB_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+VIEWPORT = {"width": 1280, "height": 720}
+TILES = "() => window.collab.state().tilesLoaded"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real `collab serve --demo` process (the demo slide is generated before it answers)."""
+    assert (ROOT / "collab" / "static" / "app" / "index.html").is_file(), \
+        "the web bundle is missing: cd web && npm ci && npm run build"
+    proc = ServerProcess(tmp_path_factory.mktemp("browser") / "data", "--demo")
+    try:
+        proc.start(timeout=180)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        message = f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
