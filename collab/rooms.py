@@ -60,6 +60,7 @@ class RoomManager:
             if len(room.connections) >= self._settings.max_connections_per_room:
                 raise TooManyConnections("room is full")
             self._cancel_unload(key)
+            self._idle_since.pop(key, None)  # busy again: not a candidate for eviction
             room.add(conn)
             metrics.CONNECTIONS.inc()
         return room
@@ -150,7 +151,6 @@ class RoomManager:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
-        self._idle_since.pop(key, None)
 
     def _start_unload(self, key: str) -> None:
         self._timers.pop(key, None)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from collab.settings import Settings
 
@@ -36,11 +38,56 @@ class CollabServer(uvicorn.Server):
         self._captured_signals.clear()
 
 
+class HandshakeTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, closing a connection whose request headers (the WebSocket
+    handshake included) are not complete within `handshake_timeout`: a client that trickles
+    its headers cannot hold a socket forever (uvicorn's keep-alive timer stops at the first
+    byte)."""
+
+    handshake_timeout = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._arm_handshake_timer()
+
+    def _arm_handshake_timer(self) -> None:
+        self._cancel_handshake_timer()
+        self._handshake_timer = self.loop.call_later(self.handshake_timeout, self._handshake_expired)
+
+    def _cancel_handshake_timer(self) -> None:
+        timer = getattr(self, "_handshake_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._handshake_timer = None
+
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        log.info("closing a connection whose request did not arrive in %.0f s", self.handshake_timeout)
+        self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_handshake_timer()
+        super().on_headers_complete()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_handshake_timer()  # each request on a keep-alive connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_handshake_timer()
+        super().connection_lost(exc)
+
+
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
+    http_protocol = type(
+        "CollabHttpProtocol", (HandshakeTimeoutProtocol,), {"handshake_timeout": settings.handshake_timeout}
+    )
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=http_protocol,
         ws="websockets-sansio",
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=settings.deflate,

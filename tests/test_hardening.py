@@ -261,3 +261,65 @@ async def test_fast_writer_is_held_back_not_dropped(tmp_path: Path) -> None:
         server.should_exit = True
         await task
         sock.close()
+
+
+async def test_trickled_handshake_is_closed(tmp_path: Path) -> None:
+    live, server, task, sock = await start_server(make_settings(tmp_path / "d", handshake_timeout=0.5))
+    try:
+        await live.register_slide("s")
+        port = int(live.base_url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /ws/slides/s HTTP/1.1\r\nHost: x\r\nUpgrade: websock")  # and then nothing
+        await writer.drain()
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # the server hung up
+        assert time.monotonic() - t0 < 5
+        writer.close()
+        # A real client, slower than the timeout overall, is unaffected once it is in.
+        async with live.client("s") as c:
+            await asyncio.sleep(1.0)
+            c.annotations["x"] = annotation(1)
+            async with live.client("s", user="other") as other:
+                await other.wait_for(lambda: "x" in other.annotations)
+            assert c.close_code is None
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_room_connection_limit_and_loaded_rooms_cap(tmp_path: Path) -> None:
+    live, server, task, sock = await start_server(
+        make_settings(tmp_path / "d", max_connections_per_room=2, max_rooms_loaded=2, room_idle_seconds=60)
+    )
+    try:
+        for s in ("a", "b", "c"):
+            await live.register_slide(s)
+        async with live.client("a", user="u1"), live.client("a", user="u2"):
+            third = live.client("a", user="u3")
+            await third.connect(wait_sync=False)
+            assert await third.wait_closed() == 4429
+        rooms = live.app.state.collab.rooms
+        # Three rooms visited, none with clients: the least recently used idle one goes first.
+        for s in ("b", "c"):
+            async with live.client(s, user="v") as c:
+                c.annotations["k"] = annotation(1)
+        await asyncio.sleep(0.3)
+        assert len(rooms) <= 2 and rooms.get("slide:a") is None
+        async with live.client("a", user="back") as back:  # reloads intact
+            assert back.synced.is_set()
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def test_refusals_are_in_the_audit_log(live: LiveServer, slide: str) -> None:
+    bad = live.client(slide, role="viewer", user="intruder", site="Mouscron", slides=["other"])
+    await bad.connect(wait_sync=False)
+    assert await bad.wait_closed() == 4403
+    await asyncio.sleep(0.1)
+    async with live.http("admin") as http:
+        entries = (await http.get(f"/api/slides/{slide}/audit")).json()
+    refused = [e for e in entries if e["action"] == "refused"]
+    assert refused and refused[-1]["user"] == "intruder" and refused[-1]["site"] == "Mouscron"
