@@ -55,6 +55,19 @@ def fingerprint(geometry: Any) -> bytes:
     return hashlib.blake2b(text, digest_size=16).digest()
 
 
+def _read_stored(state: bytes) -> dict[str, tuple[Any, bytes]]:
+    """In a worker thread: the annotations of a document state, with geometry fingerprints.
+    A Doc of its own, so the room's Doc is never touched off the event loop."""
+    doc: Doc = Doc()
+    doc.apply_update(state)
+    out: dict[str, tuple[Any, bytes]] = {}
+    for key, value in doc.get("annotations", type=Map).items():
+        record = to_py(value)
+        geometry = record.get("geometry") if isinstance(record, Mapping) else None
+        out[key] = (record, fingerprint(geometry))
+    return out
+
+
 def _stored_geometry(annotations: Map, key: str) -> Any:
     value = annotations.get(key)
     if isinstance(value, Map | Mapping):
@@ -123,6 +136,8 @@ class AnnotationGuard:
         self._pending: set[str] = set()
         self._touched: set[str] = set()  # ids changed since the room was loaded
         self._indexed = asyncio.Event()
+        self._known_ready = False  # the stored annotations have been read
+        self._deferred: list[tuple[set[str], Principal]] = []  # edits that arrived before that
         self._server_writing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.corrections = 0  # server transactions written (tests, metrics)
@@ -130,29 +145,45 @@ class AnnotationGuard:
     # --- attaching -------------------------------------------------------------------------
 
     async def attach(self) -> None:
-        """Follow the room's changes at once; index what the stored document holds meanwhile.
+        """Follow the room's changes at once; read and index what the stored document holds in
+        worker threads meanwhile.
 
-        Clients may join before the index is built (a reload of a 5,000-annotation slide must
-        not wait for 5,000 geometry checks); spatial queries wait for it (`wait_indexed`).
+        Clients may join before that is done (a reload of a 5,000-annotation slide must not
+        wait for reading and checking 5,000 annotations): edits arriving meanwhile are processed
+        once the stored state is known, and spatial queries wait for the index (`wait_indexed`).
         """
-        records = {key: to_py(value) for key, value in self.annotations.items()}
-        for key, record in records.items():
-            rec = record if isinstance(record, Mapping) else {}
-            measurements = rec.get("measurements")
-            self.known[key] = Known(
-                fingerprint=fingerprint(rec.get("geometry")),
-                status=rec.get("status") if isinstance(rec.get("status"), str) else None,
-                problem=rec.get("problem"),
-                measurements=dict(measurements) if isinstance(measurements, Mapping) else {},
-                author=rec.get("author") if isinstance(rec.get("author"), str) else None,
-                classification=rec.get("classification"),
-                comments=_comment_count(rec.get("comments")),
-            )
+        state = self.doc.get_update()
+        self.room.prime_full_state(state)  # the first joiners need this very encoding
         self.annotations.observe_deep(self._on_change)
         self.room.after_apply = self.after_apply
-        task = asyncio.get_running_loop().create_task(self._index_stored(records))
+        task = asyncio.get_running_loop().create_task(self._load_stored(state))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _load_stored(self, state: bytes) -> None:
+        try:
+            stored = await asyncio.to_thread(_read_stored, state)
+            for key, (record, fp) in stored.items():
+                rec = record if isinstance(record, Mapping) else {}
+                measurements = rec.get("measurements")
+                self.known.setdefault(key, Known(
+                    fingerprint=fp,
+                    status=rec.get("status") if isinstance(rec.get("status"), str) else None,
+                    problem=rec.get("problem"),
+                    measurements=dict(measurements) if isinstance(measurements, Mapping) else {},
+                    author=rec.get("author") if isinstance(rec.get("author"), str) else None,
+                    classification=rec.get("classification"),
+                    comments=_comment_count(rec.get("comments")),
+                ))
+        except Exception:
+            log.exception("reading the stored annotations failed", extra={"room": self.room.key})
+            stored = {}
+        finally:
+            self._known_ready = True
+            deferred, self._deferred = self._deferred, []
+            for ids, principal in deferred:
+                self.process(ids, principal)
+        await self._index_stored({key: record for key, (record, _fp) in stored.items()})
 
     async def _index_stored(self, records: dict[str, Any]) -> None:
         try:
@@ -203,6 +234,9 @@ class AnnotationGuard:
             return
         pending, self._pending = self._pending, set()
         self._touched |= pending
+        if not self._known_ready:
+            self._deferred.append((pending, conn.principal))
+            return
         try:
             self.process(pending, conn.principal)
         except Exception:

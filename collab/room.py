@@ -111,6 +111,11 @@ class Room:
         elif isinstance(message, AuthMessage):
             pass  # clients have no reason to send auth messages; harmless
 
+    def prime_full_state(self, full_update: bytes) -> None:
+        """Cache the answer to a fresh joiner's sync step 1 from a whole-document update a caller
+        has just encoded (it is invalidated by the next update, like any cached answer)."""
+        self._full_state = encode_sync_step2(full_update)
+
     def _answer_step1(self, conn: Connection, state_vector: bytes) -> None:
         if state_vector == _EMPTY_STATE_VECTOR:
             if self._full_state is None:

@@ -299,3 +299,27 @@ async def test_plain_invalid_and_no_spurious_geometry_audit(live: LiveServer, sl
         entries = (await http.get(f"/api/slides/{slide}/audit")).json()
     actions = sorted((e["action"], e["annotation"]) for e in entries)
     assert actions == sorted([("created", "pn"), ("marked_invalid", "pn"), ("created", "ym")]), actions
+
+
+async def test_edit_right_after_reload_keeps_the_original_author(tmp_path) -> None:
+    from tests.conftest import make_settings, start_server
+
+    live, server, task, sock = await start_server(make_settings(tmp_path / "d", room_idle_seconds=0.1))
+    try:
+        await live.register_slide("s", width=10_000, height=10_000, mpp=0.5)
+        async with live.client("s", user="alice") as a:
+            for i in range(300):
+                a.annotations[f"k{i}"] = Map({"geometry": {"type": "Point", "coordinates": [i, i]}, "name": "p"})
+            await a.wait_for(lambda: all("author" in v for v in a.annotations.to_py().values()), timeout=20)
+        rooms = live.app.state.collab.rooms
+        await asyncio.sleep(0.5)
+        assert rooms.get("slide:s") is None
+        # Reload and edit at once, before the server has read the stored annotations back.
+        async with live.client("s", user="bob") as b:
+            b.annotations["k7"]["name"] = "renamed by bob"
+            await b.wait_for(lambda: b.annotations["k7"].get("updated", 0) > b.annotations["k7"].get("created", 0))
+            assert b.annotations["k7"]["author"] == "alice"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
