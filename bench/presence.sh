@@ -10,6 +10,8 @@
 #                 (collab only: /ws/sessions/<id>), plus the bytes each follower receives per second
 #
 #   bench/presence.sh            -> bench/results/presence.jsonl (one JSON line per run)
+#   env: REPS (2), REP_START (1), SCENARIOS (presenter120 aware30), NAMES (collab collab-nothrottle
+#        yws-mem), SESSION (1: also session30), DURATION (15), PORT (4331), OUT
 # Needs bench/work set up by `bench/run.sh setup` (harness and the y-websocket server installed).
 set -euo pipefail
 BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"; ROOT="$(cd "$BENCH/.." && pwd)"
@@ -71,9 +73,9 @@ PY
   echo "== $name $sc r$rep: $(echo "$line" | "$ROOT/.venv/bin/python" -c 'import json,sys; d=json.load(sys.stdin); l=d["latency_ms"]; print("p50", l["p50"], "p99", l["p99"], "lost", d["deliveries"]["lost"], "us/delivery", d["server"]["cpu_us_per_delivery"])')"
 }
 
-for rep in $(seq 1 "$REPS"); do
-  for sc in presenter120 aware30; do
-    for name in collab collab-nothrottle yws-mem; do run "$name" "$sc" "$rep"; done
+for rep in $(seq "${REP_START:-1}" $(( ${REP_START:-1} + REPS - 1 ))); do
+  for sc in ${SCENARIOS:-presenter120 aware30}; do
+    for name in ${NAMES:-collab collab-nothrottle yws-mem}; do run "$name" "$sc" "$rep"; done
   done
-  run collab session30 "$rep"
+  [[ "${SESSION:-1}" == "1" ]] && run collab session30 "$rep"
 done

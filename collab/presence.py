@@ -174,9 +174,13 @@ class Presence:
         if current is None:
             return
         current.timer = None
-        if current.dirty:
-            current.bucket.take()
+        if not current.dirty:
+            return
+        if current.bucket.take():
             self._send(client_id, current)
+        else:  # the timer fired a hair early: wait for the token rather than overspend
+            loop = asyncio.get_running_loop()
+            current.timer = loop.call_later(current.bucket.wait_time(), self._send_held, client_id)
 
     def _send(self, client_id: int, current: _ClientPresence) -> None:
         current.dirty = False

@@ -30,7 +30,8 @@ class TokenBucket:
     def wait_time(self) -> float:
         """Seconds until one token is available."""
         self._refill()
-        return max(0.0, (1.0 - self._tokens) / self._rate)
+        # A hair more than exact, so a timer set for it finds the token there.
+        return max(0.0, (1.0 - self._tokens) / self._rate) + 1e-4
 
     def take_or_wait(self) -> float:
         """Spend a token and return 0, or return how long to wait for one (spending nothing)."""
