@@ -17,8 +17,8 @@ from websockets.uri import parse_uri
 
 from collab.protocol import encode_awareness, encode_update, write_var_uint
 from tests.conftest import LiveServer, make_settings, start_server
-from tests.yclient import YClient
 from tests.test_live_rooms import annotation
+from tests.yclient import YClient
 
 
 async def raw_close(live: LiveServer, slide: str, payload: bytes | str, **kw) -> tuple[int | None, str]:
