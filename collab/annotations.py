@@ -32,6 +32,7 @@ from collab.store import AuditRecord, Store
 log = logging.getLogger(__name__)
 
 SERVER_ORIGIN = "collab-server"
+STORED_READ_DELAY = 1.0  # seconds between a room's load and reading its stored annotations
 SERVER_USER = "collab-server"
 
 
@@ -162,6 +163,9 @@ class AnnotationGuard:
 
     async def _load_stored(self, state: bytes) -> None:
         try:
+            # Let the first joiners' initial sync go out first: reading 5,000 annotations holds
+            # the GIL for a good part of a second, which would slow that sync down.
+            await asyncio.sleep(STORED_READ_DELAY)
             stored = await asyncio.to_thread(_read_stored, state)
             for key, (record, fp) in stored.items():
                 rec = record if isinstance(record, Mapping) else {}
