@@ -151,7 +151,7 @@ class AnnotationGuard:
         self._touched: set[str] = set()  # ids changed since the room was loaded
         self._indexed = asyncio.Event()
         self._known_ready = False  # the stored annotations have been read
-        self._deferred: list[tuple[set[str], Principal]] = []  # edits that arrived before that
+        self._deferred: list[tuple[set[str], Principal, int]] = []  # edits that arrived before that, when
         self._server_writing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.corrections = 0  # server transactions written (tests, metrics)
@@ -178,7 +178,8 @@ class AnnotationGuard:
         try:
             # Let the first joiners' initial sync go out first: reading 5,000 annotations holds
             # the GIL for a good part of a second, which would slow that sync down.
-            await asyncio.sleep(STORED_READ_DELAY)
+            if len(state) > 2:  # an empty document has nothing to read
+                await asyncio.sleep(STORED_READ_DELAY)
             stored = await asyncio.to_thread(_read_stored, state)
             for key, (record, fp) in stored.items():
                 rec = record if isinstance(record, Mapping) else {}
@@ -198,8 +199,8 @@ class AnnotationGuard:
         finally:
             self._known_ready = True
             deferred, self._deferred = self._deferred, []
-            for ids, principal in deferred:
-                self.process(ids, principal)
+            for ids, principal, at in deferred:
+                self.process(ids, principal, at=at)
         await self._index_stored({key: record for key, (record, _fp) in stored.items()})
 
     async def _index_stored(self, records: dict[str, Any]) -> None:
@@ -252,17 +253,18 @@ class AnnotationGuard:
         pending, self._pending = self._pending, set()
         self._touched |= pending
         if not self._known_ready:
-            self._deferred.append((pending, conn.principal))
+            self._deferred.append((pending, conn.principal, now_ms()))
             return
         try:
             self.process(pending, conn.principal)
         except Exception:
             log.exception("annotation check failed", extra={"room": self.room.key})
 
-    def process(self, ids: Iterable[str], principal: Principal) -> None:
+    def process(self, ids: Iterable[str], principal: Principal, *, at: int | None = None) -> None:
         """Note what changed; correct at once what needs no geometry check, and check changed
-        geometries in a worker thread, so the room never waits on Shapely before relaying."""
-        at = now_ms()
+        geometries in a worker thread, so the room never waits on Shapely before relaying.
+        `at` is when the change arrived (audit and `updated` times), now unless it was deferred."""
+        at = now_ms() if at is None else at
         writes: list[tuple[str, Any, dict[str, Any]]] = []  # (id, current value, fields to set)
         audits: list[tuple[str, str, dict[str, Any] | None]] = []
         checks: list[tuple[str, bytes, bool, Any]] = []  # (id, fingerprint, created, geometry)
