@@ -8,8 +8,10 @@ a skip would hide that nothing was tested.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,3 +57,24 @@ def browser() -> Iterator[Any]:
             yield b
         finally:
             b.close()
+
+
+def viewport_close(a: dict[str, float] | None, b: dict[str, float] | None, tol: float = 0.02) -> bool:
+    """Same center (within tol of the width), same size (within tol) and same rotation."""
+    if not a or not b:
+        return False
+    ca = (a["x"] + a["width"] / 2, a["y"] + a["height"] / 2)
+    cb = (b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
+    w = max(a["width"], b["width"])
+    rot = abs(((a["rotation"] - b["rotation"]) + 180) % 360 - 180)
+    return (math.dist(ca, cb) <= tol * w and abs(a["width"] - b["width"]) <= tol * w
+            and abs(a["height"] - b["height"]) <= tol * max(a["height"], b["height"]) and rot < 0.5)
+
+
+def wait_until(fn, timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)

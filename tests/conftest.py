@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
@@ -93,15 +94,22 @@ async def start_server(settings: Settings) -> tuple[LiveServer, Any, asyncio.Tas
     return live, server, task, sock
 
 
-@pytest.fixture
-async def live(server_settings: Settings) -> AsyncIterator[LiveServer]:
-    live, server, task, sock = await start_server(server_settings)
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[LiveServer]:
+    """A real server for the block's duration; stopped (and drained) at its end."""
+    live, server, task, sock = await start_server(settings)
     try:
         yield live
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
         sock.close()
+
+
+@pytest.fixture
+async def live(server_settings: Settings) -> AsyncIterator[LiveServer]:
+    async with serving(server_settings) as live:
+        yield live
 
 
 @pytest.fixture

@@ -302,10 +302,9 @@ async def test_plain_invalid_and_no_spurious_geometry_audit(live: LiveServer, sl
 
 
 async def test_edit_right_after_reload_keeps_the_original_author(tmp_path) -> None:
-    from tests.conftest import make_settings, start_server
+    from tests.conftest import make_settings, serving
 
-    live, server, task, sock = await start_server(make_settings(tmp_path / "d", room_idle_seconds=0.1))
-    try:
+    async with serving(make_settings(tmp_path / "d", room_idle_seconds=0.1)) as live:
         await live.register_slide("s", width=10_000, height=10_000, mpp=0.5)
         async with live.client("s", user="alice") as a:
             for i in range(300):
@@ -319,7 +318,3 @@ async def test_edit_right_after_reload_keeps_the_original_author(tmp_path) -> No
             b.annotations["k7"]["name"] = "renamed by bob"
             await b.wait_for(lambda: b.annotations["k7"].get("updated", 0) > b.annotations["k7"].get("created", 0))
             assert b.annotations["k7"]["author"] == "alice"
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()

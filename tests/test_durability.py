@@ -12,7 +12,7 @@ from pycrdt import Doc, Map
 
 from collab.auth import TokenAuthenticator
 from collab.store import open_store
-from tests.conftest import SECRET, ServerProcess, make_settings, start_server
+from tests.conftest import SECRET, ServerProcess, make_settings, serving
 from tests.test_live_rooms import annotation
 from tests.yclient import YClient
 
@@ -95,8 +95,7 @@ async def test_sigterm_flushes_and_exits_zero(server_process: ServerProcess) -> 
 
 
 async def test_idle_room_unloads_and_reloads_intact(tmp_path: Path) -> None:
-    live, server, task, sock = await start_server(make_settings(tmp_path / "d", room_idle_seconds=0.2))
-    try:
+    async with serving(make_settings(tmp_path / "d", room_idle_seconds=0.2)) as live:
         await live.register_slide("s")
         async with live.client("s") as a:
             for i in range(50):
@@ -115,16 +114,11 @@ async def test_idle_room_unloads_and_reloads_intact(tmp_path: Path) -> None:
         assert rooms.get("slide:s") is None, "room was not unloaded"
         async with live.client("s", user="again") as b:
             assert b.annotations.to_py() == before
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def test_compaction_keeps_document_content(tmp_path: Path) -> None:
     settings = make_settings(tmp_path / "d", compact_after_updates=25)
-    live, server, task, sock = await start_server(settings)
-    try:
+    async with serving(settings) as live:
         await live.register_slide("s")
         async with live.client("s") as a:
             for i in range(60):
@@ -135,10 +129,6 @@ async def test_compaction_keeps_document_content(tmp_path: Path) -> None:
             await a.wait_for(lambda: all("status" in v for v in a.annotations.to_py().values()))
             await quiet(a)
             before = a.annotations.to_py()
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
     # Read the store directly: snapshot + remaining log must rebuild exactly the same content.
     async with open_store(settings) as store:
         loaded = await store.load("slide:s")

@@ -16,7 +16,7 @@ from websockets.client import ClientProtocol
 from websockets.uri import parse_uri
 
 from collab.protocol import encode_awareness, encode_update, write_var_uint
-from tests.conftest import LiveServer, make_settings, start_server
+from tests.conftest import LiveServer, make_settings, serving, start_server
 from tests.test_live_rooms import annotation
 from tests.yclient import YClient
 
@@ -63,8 +63,7 @@ async def test_text_frame_closes_with_1003(live: LiveServer, slide: str) -> None
 
 
 async def test_oversized_message_closes_with_1009(tmp_path: Path) -> None:
-    live, server, task, sock = await start_server(make_settings(tmp_path / "d", max_message_bytes=64 * 1024))
-    try:
+    async with serving(make_settings(tmp_path / "d", max_message_bytes=64 * 1024)) as live:
         await live.register_slide("s")
         async with live.client("s", user="ok") as ok:
             code, _ = await raw_close(live, "s", encode_update(b"\x00" * (100 * 1024)))
@@ -72,17 +71,12 @@ async def test_oversized_message_closes_with_1009(tmp_path: Path) -> None:
             ok.annotations["still"] = annotation(1)
             async with live.client("s", user="other") as other:
                 await other.wait_for(lambda: "still" in other.annotations)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def test_update_rate_limit_closes_with_reason(tmp_path: Path) -> None:
-    live, server, task, sock = await start_server(
+    async with serving(
         make_settings(tmp_path / "d", update_rate=20, update_burst=20, update_flood_seconds=1)
-    )
-    try:
+    ) as live:
         await live.register_slide("s")
         flood = await live.client("s", user="flood").connect()
         for i in range(200):
@@ -93,15 +87,10 @@ async def test_update_rate_limit_closes_with_reason(tmp_path: Path) -> None:
             # Held back to 20/s for a second, then closed: what was accepted is intact.
             n = len(calm.annotations)
             assert 20 <= n <= 60
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def test_connections_per_user_limit(tmp_path: Path) -> None:
-    live, server, task, sock = await start_server(make_settings(tmp_path / "d", max_connections_per_user=2))
-    try:
+    async with serving(make_settings(tmp_path / "d", max_connections_per_user=2)) as live:
         await live.register_slide("s")
         async with live.client("s", user="same"), live.client("s", user="same"):
             third = live.client("s", user="same")
@@ -109,10 +98,6 @@ async def test_connections_per_user_limit(tmp_path: Path) -> None:
             assert await third.wait_closed() == 4429
             async with live.client("s", user="someone-else") as other:
                 assert other.synced.is_set()
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 class StalledReader:
@@ -144,10 +129,9 @@ class StalledReader:
 
 
 async def test_slow_reader_is_closed_with_1013_and_room_stays_fast(tmp_path: Path) -> None:
-    live, server, task, sock = await start_server(
+    async with serving(
         make_settings(tmp_path / "d", outbox_max_bytes=2 * 1024 * 1024, update_rate=1e6, update_burst=1e6)
-    )
-    try:
+    ) as live:
         await live.register_slide("s")
         slow = StalledReader(live.slide_url("s", live.token(user="slow")))
         writer = await live.client("s", user="writer").connect()
@@ -172,15 +156,10 @@ async def test_slow_reader_is_closed_with_1013_and_room_stays_fast(tmp_path: Pat
         assert rss_mb < 1500, rss_mb
         await writer.close()
         await fast.close()
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def test_presence_throttle_ends_with_latest_state(tmp_path: Path) -> None:
-    live, server, task, sock = await start_server(make_settings(tmp_path / "d", presence_hz=30, presence_burst=1))
-    try:
+    async with serving(make_settings(tmp_path / "d", presence_hz=30, presence_burst=1)) as live:
         await live.register_slide("s")
         async with live.client("s", user="presenter") as p, live.client("s", role="viewer", user="f") as f:
             start_frames = f.received_frames
@@ -193,10 +172,6 @@ async def test_presence_throttle_ends_with_latest_state(tmp_path: Path) -> None:
             allowed = 30 * (time.monotonic() - t0) + 2  # 30 Hz, a burst of 1, and the final state
             assert relayed <= allowed, f"{relayed} presence frames relayed for 240 changes at 30 Hz"
             assert relayed >= 30
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 frames = st.one_of(
@@ -248,10 +223,9 @@ def fuzz_server(tmp_path_factory):
 
 
 async def test_fast_writer_is_held_back_not_dropped(tmp_path: Path) -> None:
-    live, server, task, sock = await start_server(
+    async with serving(
         make_settings(tmp_path / "d", update_rate=100, update_burst=10, update_flood_seconds=30)
-    )
-    try:
+    ) as live:
         await live.register_slide("s")
         async with live.client("s", user="fast") as fast, live.client("s", user="obs") as obs:
             for i in range(150):
@@ -261,15 +235,10 @@ async def test_fast_writer_is_held_back_not_dropped(tmp_path: Path) -> None:
             # 140 past the burst at 100/s: the server paced them instead of closing or dropping.
             assert time.monotonic() - t0 > 0.8
             assert fast.close_code is None
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def test_trickled_handshake_is_closed(tmp_path: Path) -> None:
-    live, server, task, sock = await start_server(make_settings(tmp_path / "d", handshake_timeout=0.5))
-    try:
+    async with serving(make_settings(tmp_path / "d", handshake_timeout=0.5)) as live:
         await live.register_slide("s")
         port = int(live.base_url.rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -286,17 +255,12 @@ async def test_trickled_handshake_is_closed(tmp_path: Path) -> None:
             async with live.client("s", user="other") as other:
                 await other.wait_for(lambda: "x" in other.annotations)
             assert c.close_code is None
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def test_room_connection_limit_and_loaded_rooms_cap(tmp_path: Path) -> None:
-    live, server, task, sock = await start_server(
+    async with serving(
         make_settings(tmp_path / "d", max_connections_per_room=2, max_rooms_loaded=2, room_idle_seconds=60)
-    )
-    try:
+    ) as live:
         for s in ("a", "b", "c"):
             await live.register_slide(s)
         async with live.client("a", user="u1"), live.client("a", user="u2"):
@@ -312,10 +276,6 @@ async def test_room_connection_limit_and_loaded_rooms_cap(tmp_path: Path) -> Non
         assert len(rooms) <= 2 and rooms.get("slide:a") is None
         async with live.client("a", user="back") as back:  # reloads intact
             assert back.synced.is_set()
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def test_refusals_are_in_the_audit_log(live: LiveServer, slide: str) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from collab.auth import TokenAuthenticator
 from collab.demo import DEMO_FILENAME, DEMO_ID
-from tests.browser_support import TILES, VIEWPORT
+from tests.browser_support import TILES, VIEWPORT, viewport_close, wait_until
 from tests.conftest import SECRET, ServerProcess
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -142,27 +142,6 @@ class Page:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def viewport_close(a: dict[str, float] | None, b: dict[str, float] | None, tol: float = 0.02) -> bool:
-    """Same center (within tol of the width), same size (within tol) and same rotation."""
-    if not a or not b:
-        return False
-    ca = (a["x"] + a["width"] / 2, a["y"] + a["height"] / 2)
-    cb = (b["x"] + b["width"] / 2, b["y"] + b["height"] / 2)
-    w = max(a["width"], b["width"])
-    rot = abs(((a["rotation"] - b["rotation"]) + 180) % 360 - 180)
-    return (math.dist(ca, cb) <= tol * w and abs(a["width"] - b["width"]) <= tol * w
-            and abs(a["height"] - b["height"]) <= tol * max(a["height"], b["height"]) and rot < 0.5)
-
-
-def wait_until(fn, timeout: float, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
 
 
 def wait_still(page: Page, timeout: float = 10) -> dict[str, float]:
