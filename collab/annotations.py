@@ -69,19 +69,6 @@ def _read_stored(state: bytes) -> dict[str, tuple[Any, bytes]]:
     return out
 
 
-def as_stored(value: Any) -> Any:
-    """A JSON value as it reads back from a Y document: Yjs keeps every number as a float."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, list | tuple):
-        return [as_stored(v) for v in value]
-    if isinstance(value, dict):
-        return {k: as_stored(v) for k, v in value.items()}
-    return value
-
-
 def _stored_geometry(annotations: Map, key: str) -> Any:
     value = annotations.get(key)
     if isinstance(value, Map | Mapping):
@@ -465,10 +452,9 @@ class AnnotationGuard:
                     results.append({"id": key, "status": verdict.status, "problem": verdict.problem})
         finally:
             self._server_writing = False
-        for (key, record), verdict in zip(items, verdicts, strict=True):
-            # The geometry as it now reads back from the doc, without reading 10,000 back.
-            written = verdict.geometry if verdict.geometry is not None else record.get("geometry")
-            self.known[key].fingerprint = fingerprint(as_stored(written))
+        for key, _record in items:
+            # As it reads back from the doc (Yjs keeps every number as a float).
+            self.known[key].fingerprint = fingerprint(_stored_geometry(self.annotations, key))
         if items:
             self.corrections += 1
             self.room.persist_and_relay(self.doc.get_update(before), sender=None)
