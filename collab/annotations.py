@@ -25,15 +25,13 @@ from pycrdt import Array, Doc, Map
 from collab.auth import Principal
 from collab.connection import Connection
 from collab.geometry import GeometryVerdict, check_geometry, merge_measurements
-from collab.room import Room
+from collab.room import SERVER_ORIGIN, Room
 from collab.spatial import SpatialIndex
 from collab.store import AuditRecord, Store
 
 log = logging.getLogger(__name__)
 
-SERVER_ORIGIN = "collab-server"
 STORED_READ_DELAY = 1.0  # seconds between a room's load and reading its stored annotations
-SERVER_USER = "collab-server"
 
 
 def now_ms() -> int:

@@ -6,13 +6,12 @@ import asyncio
 import math
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from collab.annotations import AnnotationGuard
-from collab.api import Api, JSONResponse
+from collab.api import Api, JSONResponse, parse_json, read_body
 from collab.errors import BadRequest, Forbidden
 from collab.geojson import GeoJSONError, feature_collection, parse_feature_collection
 from collab.registry import SlideRegistry
@@ -95,18 +94,12 @@ class AnnotationsApi:
 
     async def import_annotations(self, request: Request) -> Response:
         principal, _, guard = await self._room(request, write=True)
-        raw = await request.body()
-        if len(raw) > MAX_IMPORT_BYTES:
-            raise BadRequest(f"body over {MAX_IMPORT_BYTES} bytes")
+        raw = await read_body(request, MAX_IMPORT_BYTES)
 
         def parse_and_check() -> tuple[list[tuple[str, dict[str, Any]]], list[Any]]:
             # Off the event loop: a 10,000-feature import is ~1 s of parsing and Shapely.
             try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise BadRequest(f"body is not valid JSON: {exc}") from exc
-            try:
-                items = parse_feature_collection(body)
+                items = parse_feature_collection(parse_json(raw))
             except GeoJSONError as exc:
                 raise BadRequest(f"not importable GeoJSON: {exc}") from exc
             return items, [guard.check(r) for _, r in items]

@@ -33,14 +33,22 @@ def error_response(exc: CollabError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
 
 
-async def read_json(request: Request, max_bytes: int) -> Any:
+def parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
     body = await request.body()
     if len(body) > max_bytes:
         raise BadRequest(f"body over {max_bytes} bytes")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
+    return body
+
+
+async def read_json(request: Request, max_bytes: int) -> Any:
+    return parse_json(await read_body(request, max_bytes))
 
 
 class Api:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -112,6 +113,7 @@ class Collab:
             "authenticator": self.authenticator,
             "settings": self.settings,
             "on_refusal": self.record_refusal,
+            "connections_per_user": Counter(),
         }
         routes: list[Route | Mount | WebSocketRoute] = [
             Route("/", lambda request: RedirectResponse("/app/"), methods=["GET"]),

@@ -63,9 +63,6 @@ class Presence:
     def __len__(self) -> int:
         return len(self._clients)
 
-    def states(self) -> dict[int, dict[str, object]]:
-        return {cid: orjson.loads(c.state_json) for cid, c in self._clients.items()}
-
     def apply(self, conn: Connection, payload: bytes) -> None:
         """Apply an awareness update from `conn`; relay the entries that really advance.
 

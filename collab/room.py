@@ -38,6 +38,9 @@ from collab.store import Store
 
 log = logging.getLogger(__name__)
 
+# Origin of the transactions the server itself writes (corrections, imports, new sessions).
+SERVER_ORIGIN = "collab-server"
+
 # A state vector with no clients: what a fresh Yjs client sends in sync step 1.
 _EMPTY_STATE_VECTOR = b"\x00"
 

@@ -20,13 +20,12 @@ from collab.auth import Principal
 from collab.connection import Connection
 from collab.errors import BadRequest, Forbidden, NotFound
 from collab.registry import SlideRegistry, check_id
-from collab.room import Room
+from collab.room import SERVER_ORIGIN, Room
 from collab.store import AuditRecord, Store
 
 log = logging.getLogger(__name__)
 
 SESSION = "session"
-SERVER_ORIGIN = "collab-server"
 
 # Audit actions that count as "made or changed during the session" in a summary.
 ANNOTATION_ACTIONS = frozenset(

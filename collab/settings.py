@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -88,17 +87,3 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     if kind.startswith("tuple"):
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw
-
-
-def settings_table() -> list[tuple[str, str, str]]:
-    """(field, env var, default) for the README's configuration table."""
-    return [
-        (f.name, "COLLAB_" + f.name.upper(), repr(f.default))
-        for f in fields(Settings)
-        if f.default is not dataclasses.MISSING
-    ]
-
-
-def from_process_env(**overrides: Any) -> Settings:
-    return Settings.from_env(os.environ, **overrides)
-

@@ -38,6 +38,7 @@ class RoomEndpoint:
         settings: Settings,
         check_document: DocumentCheck,
         on_refusal: Callable[[str, Principal | None, str, str], None],
+        connections_per_user: Counter[str],
     ) -> None:
         self._kind = kind
         self._rooms = rooms
@@ -45,7 +46,8 @@ class RoomEndpoint:
         self._settings = settings
         self._check_document = check_document
         self._on_refusal = on_refusal
-        self._per_user: Counter[str] = Counter()
+        # Shared by the slide and session endpoints: the limit is per user, not per kind of room.
+        self._per_user = connections_per_user
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         doc_id: str = scope["path_params"]["doc_id"]
