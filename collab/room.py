@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from pycrdt import Doc, merge_updates
 
@@ -192,14 +192,20 @@ class Room:
         batch, self._committed = self._committed, []
         if not batch:
             return
-        senders = {sender for _update, sender in batch}
-        # An update goes back to its own sender only when merged with others (harmless: a
-        # Yjs client ignores what it already has).
-        exclude = batch[0][1] if len(senders) == 1 else None
-        update = batch[0][0] if len(batch) == 1 else merge_updates(*(u for u, _s in batch))
-        message = encode_update(update)
+        message = encode_update(_merged(u for u, _s in batch))
+        clients = {sender for _update, sender in batch if sender is not None}
+        # A lone client sender gets only what it does not have: typically the server's
+        # correction of its own update, which shares the commit. With several client
+        # senders each gets the whole frame (harmless: Yjs ignores what it already has).
+        exclude = next(iter(clients)) if len(clients) == 1 else None
         self.broadcast(message, exclude)
-        metrics.UPDATES_OUT.inc(len(self.connections) - (exclude in self.connections))
+        sent = len(self.connections) - (exclude in self.connections)
+        if exclude in self.connections:
+            rest = [u for u, s in batch if s is not exclude]
+            if rest:
+                exclude.send(encode_update(_merged(rest)))
+                sent += 1
+        metrics.UPDATES_OUT.inc(sent)
         self._bus.publish(self.key, message)
 
     def broadcast(self, message: bytes, exclude: Connection | None) -> None:
@@ -246,3 +252,9 @@ class Room:
 
     def close(self) -> None:
         self.presence.close()
+
+
+def _merged(updates: Iterable[bytes]) -> bytes:
+    """One update for several (Yjs updates merge losslessly); a lone update as it is."""
+    updates = list(updates)
+    return updates[0] if len(updates) == 1 else merge_updates(*updates)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,38 @@ async def test_measurements_author_and_no_loop(live: LiveServer) -> None:
         a.annotations["sq"]["author"] = "mallory"
         await settle(live)
         await b.wait_for(lambda: field(b, "sq", "author") == "alice")
+
+
+async def test_small_annotation_and_its_correction_share_one_frame(live: LiveServer, slide: str) -> None:
+    async with live.client(slide, user="alice") as a, live.client(slide, user="obs") as b:
+        await settle(live)
+        a.updates.clear()
+        b.updates.clear()
+        a.annotations["sq"] = ann(BOWTIE)  # repaired: the server rewrites its geometry too
+        await b.wait_for(lambda: field(b, "sq", "status") == "repaired")
+        await a.wait_for(lambda: field(a, "sq", "status") == "repaired")
+        await settle(live)
+        # The others get the annotation with the server's verdict, stamp and repair at once.
+        assert len(b.updates) == 1
+        # The writer gets the server's part only: not its own update back.
+        assert len(a.updates) == 1
+        assert len(a.updates[0]) < len(b.updates[0])
+        assert a.annotations.to_py() == b.annotations.to_py()
+
+
+async def test_large_geometry_is_relayed_before_its_check(live: LiveServer, slide: str) -> None:
+    n = 2000  # about 80 kB of JSON: checked in a worker thread, corrected in a second frame
+    ring = [[5000 + 4000 * math.cos(2 * math.pi * i / n), 5000 + 4000 * math.sin(2 * math.pi * i / n)]
+            for i in range(n)]
+    ring[n // 2], ring[n // 2 + 1] = ring[n // 2 + 1], ring[n // 2]  # one crossing: a repair
+    async with live.client(slide, user="alice") as a, live.client(slide, user="obs") as b:
+        await settle(live)
+        b.updates.clear()
+        a.annotations["big"] = ann({"type": "Polygon", "coordinates": [ring + [ring[0]]]})
+        await b.wait_for(lambda: field(b, "big", "status") == "repaired")
+        assert len(b.updates) == 2
+        assert shapely.geometry.shape(field(b, "big", "geometry")).is_valid
+        await a.wait_for(lambda: a.annotations.to_py() == b.annotations.to_py())
 
 
 async def test_repaired_marker_survives_other_edits(live: LiveServer, slide: str) -> None:

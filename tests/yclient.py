@@ -42,6 +42,7 @@ class YClient:
         self.presence: dict[int, dict[str, Any]] = {}
         self.presence_clocks: dict[int, int] = {}
         self.received_frames = 0
+        self.updates: list[bytes] = []  # payloads of the update messages received, in order
         self._applying_remote = False
         self._clock = 0
         self._reader: asyncio.Task[None] | None = None
@@ -154,6 +155,8 @@ class YClient:
                 self._applying_remote = False
             if message.kind is SyncType.STEP2:
                 self.synced.set()
+            elif message.kind is SyncType.UPDATE:
+                self.updates.append(message.payload)
         elif isinstance(message, AwarenessMessage):
             for entry in decode_awareness_update(message.payload):
                 if entry.client_id == self.doc.client_id:
