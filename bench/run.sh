@@ -52,6 +52,14 @@ setup() {
   if [[ ! -f "$W/fanout.mjs" ]]; then
     mkdir -p "$W" && cp -r "$SHARED/." "$W/" && chmod -R u+w "$W"
   fi
+  # One addition to the copied harness: BENCH_YMAP=1 makes writers insert each annotation as a
+  # Y.Map (as collab's web client does) instead of a plain JSON object; unset, it is unchanged.
+  if ! grep -q BENCH_YMAP "$W/fanout.mjs"; then
+    sed -i -e 's|      w.map.set(key, a)|      w.map.set(key, process.env.BENCH_YMAP === "1" ? new Y.Map(Object.entries(a)) : a)|' \
+      -e 's|            const v = c.map.get(key)|            const v0 = c.map.get(key); const v = v0 instanceof Y.Map ? { t: v0.get("t") } : v0|' \
+      "$W/fanout.mjs"
+    [[ $(grep -c 'BENCH_YMAP\|v0 instanceof Y.Map' "$W/fanout.mjs") == 2 ]] || { echo "harness patch failed" >&2; exit 1; }
+  fi
   [[ -d "$W/node_modules" ]] || (cd "$W" && npm ci --no-audit --no-fund)
   [[ -d "$W/peers/y-websocket-server/node_modules" ]] || (cd "$W/peers/y-websocket-server" && npm ci --no-audit --no-fund)
   if [[ ! -d "$SNAP/collab" ]]; then
@@ -152,8 +160,10 @@ EOF
 run_one() { # name scenario rep dest
   local name="$1" sc="$2" rep="$3" dest="$4" tmp="$W/tmp-$$.jsonl" t0
   rm -f "$tmp"; wait_quiet; t0=$(date +%s.%N)
+  # A name with "-ymap" (collab-ymap, yws-mem-ymap, ...) runs the harness with Y.Map annotations.
+  if [[ "$name" == *-ymap* ]]; then export BENCH_YMAP=1; else unset BENCH_YMAP; fi
   case "$name" in
-    yws-mem)
+    yws-mem*)
       (cd "$W" && REPS=1 OUT="$tmp" ./run-matrix.sh yws-mem "$sc") ;;
     collab*)
       local start="$BENCH/collab-start.sh"

@@ -25,7 +25,7 @@ from pycrdt import Array, Doc, Map
 from collab.auth import Principal
 from collab.connection import Connection
 from collab.geometry import GeometryVerdict, check_geometry, merge_measurements
-from collab.room import SERVER_ORIGIN, Room
+from collab.room import Room
 from collab.spatial import SpatialIndex
 from collab.store import AuditRecord, Store
 
@@ -411,10 +411,9 @@ class AnnotationGuard:
     def _write(self, writes: list[tuple[str, Any, dict[str, Any]]]) -> None:
         if not writes:
             return
-        before = self.doc.get_state()
         self._server_writing = True
         try:
-            with self.doc.transaction(origin=SERVER_ORIGIN):
+            with self.room.server_transaction():
                 for key, value, fields in writes:
                     if isinstance(value, Map):
                         for name, field_value in fields.items():
@@ -430,9 +429,7 @@ class AnnotationGuard:
             known = self.known.get(key)
             if "geometry" in fields and known is not None:
                 known.fingerprint = fingerprint(_stored_geometry(self.annotations, key))
-        update = self.doc.get_update(before)
         self.corrections += 1
-        self.room.persist_and_relay(update, sender=None)
 
     def _maybe_refresh(self) -> None:
         if self.index.needs_rebuild:
@@ -450,10 +447,9 @@ class AnnotationGuard:
         at = now_ms()
         results = []
         audits: list[tuple[str, str, dict[str, Any] | None]] = []
-        before = self.doc.get_state()
         self._server_writing = True
         try:
-            with self.doc.transaction(origin=SERVER_ORIGIN):
+            with self.room.server_transaction():
                 for (key, record), verdict in zip(items, verdicts, strict=True):
                     rec = dict(record)
                     if verdict.geometry is not None:
@@ -492,7 +488,6 @@ class AnnotationGuard:
             self.known[key].fingerprint = fingerprint(_stored_geometry(self.annotations, key))
         if items:
             self.corrections += 1
-            self.room.persist_and_relay(self.doc.get_update(before), sender=None)
         for action, key, detail in audits:
             self.store.audit(AuditRecord(self.room.key, at, principal.user_id, principal.site, action, key, detail))
         self._maybe_refresh()

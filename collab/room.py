@@ -9,9 +9,10 @@ sent only after the commits it depends on, so nothing a client has seen can be l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from pycrdt import Doc, merge_updates
 
@@ -152,6 +153,27 @@ class Room:
         self.persist_and_relay(update, sender=conn)
         if self.after_apply is not None:
             self.after_apply(conn)
+
+    @contextlib.contextmanager
+    def server_transaction(self) -> Iterator[None]:
+        """A transaction of the server's own (corrections, imports), stored and relayed like a
+        client's update.
+
+        What is stored and relayed is the transaction's own update: what it added and deleted.
+        A diff against the state vector from before would also carry the document's whole
+        delete set (Yrs encodes all of it), tens of kilobytes on a much-edited slide.
+        """
+        captured: list[bytes] = []
+        subscription = self.doc.observe(lambda event: captured.append(event.update))
+        try:
+            with self.doc.transaction(origin=SERVER_ORIGIN):
+                yield
+        finally:
+            self.doc.unobserve(subscription)
+            # Whatever was applied is stored, even if the writer failed half-way.
+            changes = [u for u in captured if u != EMPTY_UPDATE]
+            if changes:
+                self.persist_and_relay(_merged(changes), sender=None)
 
     def persist_and_relay(self, update: bytes, *, sender: Connection | None) -> None:
         """Store an update already applied to the doc; relay it to the others once committed."""

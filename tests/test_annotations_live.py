@@ -140,11 +140,31 @@ async def test_large_geometry_is_relayed_before_its_check(live: LiveServer, slid
     async with live.client(slide, user="alice") as a, live.client(slide, user="obs") as b:
         await settle(live)
         b.updates.clear()
-        a.annotations["big"] = ann({"type": "Polygon", "coordinates": [ring + [ring[0]]]})
+        a.annotations["big"] = ann({"type": "Polygon", "coordinates": [[*ring, ring[0]]]})
         await b.wait_for(lambda: field(b, "big", "status") == "repaired")
         assert len(b.updates) == 2
         assert shapely.geometry.shape(field(b, "big", "geometry")).is_valid
         await a.wait_for(lambda: a.annotations.to_py() == b.annotations.to_py())
+
+
+async def test_server_corrections_do_not_carry_the_whole_delete_set(live: LiveServer, slide: str) -> None:
+    async with live.client(slide, user="alice") as a, live.client(slide, user="obs") as b:
+        for i in range(200):
+            a.annotations[f"k{i}"] = ann(square(10 * i, 10))
+        await b.wait_for(lambda: all(field(b, f"k{i}", "status") == "ok" for i in range(200)))
+        for i in range(200):  # each rename deletes an item: 200 separate deleted ranges
+            a.annotations[f"k{i}"]["name"] = f"renamed {i}"
+        await b.wait_for(lambda: field(b, "k199", "name") == "renamed 199")
+        await settle(live)
+        whole_delete_set = len(b.doc.get_update(b.doc.get_state()))
+        assert whole_delete_set > 1000
+        b.updates.clear()
+        a.annotations["k7"]["classification"] = {"name": "Stroma", "color": [0, 200, 0]}
+        await b.wait_for(lambda: field(b, "k7", "classification")["name"] == "Stroma")
+        await settle(live)
+        # The edit and the server's `updated` stamp, in one frame: a few hundred bytes at most.
+        assert len(b.updates) == 1
+        assert len(b.updates[0]) < 400, (len(b.updates[0]), whole_delete_set)
 
 
 async def test_repaired_marker_survives_other_edits(live: LiveServer, slide: str) -> None:
