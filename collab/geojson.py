@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
+from collab.geometry import closed_rings
+
 __all__ = [
     "GeoJSONError",
     "annotation_to_feature",
@@ -124,7 +126,8 @@ def annotation_to_feature(key: str, record: Mapping[str, Any]) -> dict[str, Any]
     stash = record.get(_STASH)
     if isinstance(stash, Mapping):
         props.update(stash)
-    return {"type": "Feature", "id": key, "geometry": record.get("geometry"), "properties": props}
+    geometry = closed_rings(record.get("geometry"))
+    return {"type": "Feature", "id": key, "geometry": geometry, "properties": props}
 
 
 def feature_collection(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ __all__ = [
     "MEASUREMENT_KEYS",
     "GeometryVerdict",
     "check_geometry",
+    "closed_rings",
     "measure",
     "merge_measurements",
     "to_geojson",
@@ -94,8 +95,9 @@ def check_geometry(
     """Check a client's GeoJSON geometry against a slide of ``width`` x ``height`` pixels.
 
     ``ok``: usable as is (``geometry`` is None). ``repaired``: ``geometry`` holds the GeoJSON
-    to store instead (rings closed, z dropped, or made valid with ``make_valid`` keeping only
-    parts of the input's dimension). ``invalid``: unusable, ``problem`` says why.
+    to store instead (z dropped, or made valid with ``make_valid`` keeping only parts of the
+    input's dimension; an open ring alone is not a repair: see :func:`closed_rings`).
+    ``invalid``: unusable, ``problem`` says why.
     ``measurements`` come from :func:`measure` with ``mpp`` (empty without a usable mpp).
     """
     try:
@@ -157,6 +159,30 @@ def merge_measurements(existing: object, computed: Mapping[str, float]) -> dict[
         merged = {k: v for k, v in existing.items() if k not in MEASUREMENT_KEYS}
     merged.update(computed)
     return merged
+
+
+def closed_rings(geometry: Any) -> Any:
+    """The geometry with every open polygon ring closed (GeoJSON requires closed rings), for
+    export; anything else, malformed input included, comes back as it is."""
+    try:
+        if not isinstance(geometry, Mapping):
+            return geometry
+        kind, coordinates = geometry.get("type"), geometry.get("coordinates")
+        if kind == "Polygon" and _is_list(coordinates):
+            closed: Any = [_closed_ring(r) for r in coordinates]
+        elif kind == "MultiPolygon" and _is_list(coordinates):
+            closed = [[_closed_ring(r) for r in p] if _is_list(p) else p for p in coordinates]
+        else:
+            return geometry
+        return geometry if closed == coordinates else {**geometry, "coordinates": closed}
+    except Exception:  # a value no client should write: export it untouched
+        return geometry
+
+
+def _closed_ring(ring: Any) -> Any:
+    if _is_list(ring) and len(ring) > 2 and ring[0] != ring[-1]:
+        return [*ring, ring[0]]
+    return ring
 
 
 def to_geojson(shape: shapely.Geometry) -> dict[str, Any]:
@@ -250,10 +276,10 @@ def _rings(value: Sequence[Any], where: str, fixes: list[str]) -> list[np.ndarra
     for i, ring in enumerate(value):
         arr = _positions(ring, f"{where}[{i}]", fixes)
         if len(arr) and not np.array_equal(arr[0], arr[-1]):
-            # QuPath users and hand-written GeoJSON often leave rings open; closing them is
-            # the obvious intent, so it is a repair, not a refusal.
+            # Many drawing clients leave rings open, and the closing edge is unambiguous (Shapely
+            # and QuPath read them so too): the ring is closed here and on export, but the stored
+            # value is left as written, so it is neither rewritten nor flagged as repaired.
             arr = np.vstack([arr, arr[:1]])
-            fixes.append(f"closed the open ring {where}[{i}]")
         if len(arr) < 4:
             raise _Invalid(
                 f"Ring {where}[{i}] has {len(arr)} positions; a ring needs at least 4 "

@@ -167,6 +167,18 @@ async def test_server_corrections_do_not_carry_the_whole_delete_set(live: LiveSe
         assert len(b.updates[0]) < 400, (len(b.updates[0]), whole_delete_set)
 
 
+async def test_open_ring_is_ok_as_written_and_exported_closed(live: LiveServer, slide: str) -> None:
+    open_ring = {"type": "Polygon", "coordinates": [[[0, 0], [40, 0], [40, 40], [0, 40]]]}
+    async with live.client(slide, user="alice") as a:
+        a.annotations["open"] = ann(open_ring)
+        await a.wait_for(lambda: field(a, "open", "status") == "ok")
+        assert field(a, "open", "geometry") == open_ring  # not rewritten
+        async with live.http("reviewer") as http:
+            r = await http.get(f"/api/slides/{slide}/annotations", params={"bbox": "10,10,20,20"})
+            [feature] = r.json()["features"]
+            assert feature["geometry"]["coordinates"] == [[[0, 0], [40, 0], [40, 40], [0, 40], [0, 0]]]
+
+
 async def test_repaired_marker_survives_other_edits(live: LiveServer, slide: str) -> None:
     async with live.client(slide) as a:
         a.annotations["bow"] = ann(BOWTIE)

@@ -14,6 +14,7 @@ from collab.geometry import (
     ALLOWED_TYPES,
     GeometryVerdict,
     check_geometry,
+    closed_rings,
     measure,
     merge_measurements,
     to_geojson,
@@ -169,15 +170,26 @@ def test_overlapping_multipolygon_parts_are_merged() -> None:
     assert_stable(verdict)
 
 
-def test_unclosed_ring_is_closed() -> None:
+def test_open_ring_is_read_closed_and_left_as_written() -> None:
     verdict = check(polygon(SQUARE[:-1]))
-    assert verdict.status == "repaired"
-    assert verdict.geometry == {
-        "type": "Polygon",
-        "coordinates": [[[0.0, 0.0], [100.0, 0.0], [100.0, 100.0], [0.0, 100.0], [0.0, 0.0]]],
-    }
-    assert "closed the open ring" in verdict.problem
-    assert_stable(verdict)
+    assert verdict.status == "ok"
+    assert verdict.geometry is None  # nothing to rewrite
+    assert verdict.shape.area == pytest.approx(100 * 100)
+    assert verdict.problem is None
+
+
+def test_closed_rings_for_export() -> None:
+    open_square = {"type": "Polygon", "coordinates": [SQUARE[:-1]], "bbox": [0, 0, 100, 100]}
+    assert closed_rings(open_square) == {**open_square, "coordinates": [SQUARE]}
+    multi = {"type": "MultiPolygon", "coordinates": [[SQUARE[:-1]], [SQUARE]]}
+    assert closed_rings(multi)["coordinates"] == [[SQUARE], [SQUARE]]
+    closed = {"type": "Polygon", "coordinates": [SQUARE]}
+    assert closed_rings(closed) is closed
+    for garbage in (
+        None, "x", {"type": "Polygon"}, {"type": "Polygon", "coordinates": [[1, 2]]},
+        {"type": "Polygon", "coordinates": [None, 5]}, {"type": "LineString", "coordinates": [[0, 0], [1, 1]]},
+    ):
+        assert closed_rings(garbage) == garbage
 
 
 def test_z_values_are_dropped() -> None:
@@ -196,7 +208,8 @@ def test_degenerate_part_of_a_multiline_is_dropped() -> None:
 
 
 def test_repair_keeps_foreign_members_but_drops_a_stale_bbox() -> None:
-    geom = polygon(SQUARE[:-1]) | {"plane": {"z": 1}, "bbox": [0, 0, 1, 1]}
+    bowtie = [[0, 0], [100, 100], [100, 0], [0, 100], [0, 0]]
+    geom = polygon(bowtie) | {"plane": {"z": 1}, "bbox": [0, 0, 1, 1]}
     verdict = check(geom)
     assert verdict.geometry["plane"] == {"z": 1}
     assert "bbox" not in verdict.geometry
