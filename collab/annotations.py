@@ -1,10 +1,11 @@
 """AnnotationGuard: check, repair, measure, stamp and index the annotations of a slide room.
 
 The guard follows the room's `annotations` map (observe_deep). While a client's update is
-applied it only notes which annotation ids changed; right after (Room.after_apply) it checks
-those annotations and writes what the server owns (status, problem, measurements, author,
-updated, a repaired geometry) in ONE transaction with origin "collab-server", which is stored
-and relayed like any other update. The server never reacts to its own transactions, and a
+applied it only notes which annotation ids changed (Room.after_apply queues them); a few
+milliseconds later, once that update has been relayed, it checks the changed annotations and
+writes what the server owns (status, problem, measurements, author, updated, a repaired
+geometry) in ONE transaction with origin "collab-server", which is stored and relayed like any
+other update. The server never reacts to its own transactions, and a
 geometry is re-checked only when it changed (a fingerprint per id), so there are no loops and
 a stored `repaired` is not turned back into `ok` by a later edit of another field.
 """
@@ -12,10 +13,11 @@ a stored `repaired` is not turned back into `ok` by a later edit of another fiel
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,11 +34,15 @@ from collab.store import AuditRecord, Store
 log = logging.getLogger(__name__)
 
 STORED_READ_DELAY = 1.0  # seconds between a room's load and reading its stored annotations
-# Geometries changed by one client update, up to this much JSON in all (about 400 vertices,
-# under a millisecond to check even when make_valid has to repair them), are checked at once on
-# the event loop: their correction then joins the client's update in the same group commit and
-# goes out in the same frame. Larger ones are checked in a worker thread and corrected after.
-INLINE_CHECK_BYTES = 16 * 1024
+# The server's corrections are written this long after the client's update arrived: after its
+# relay has gone out, so they never delay it, and together with the other changes made meanwhile
+# (one transaction and one frame per client for a burst of writes, not one per write).
+CORRECTION_DELAY = 0.010
+# Geometries of up to this much JSON (about 400 vertices, under a millisecond to check even when
+# make_valid has to repair them) are checked on the event loop, up to the budget per correction
+# transaction; the others in a worker thread, corrected when done.
+INLINE_CHECK_MAX_BYTES = 16 * 1024
+INLINE_CHECK_BUDGET = 64 * 1024
 
 
 def now_ms() -> int:
@@ -116,6 +122,28 @@ class Check:
     fingerprint: bytes
     created: bool
     geometry: Any
+    size: int  # bytes of JSON: what checking it will cost
+    principal: Principal  # who changed it, when (audit, `updated`)
+    at: int
+
+
+@dataclass(slots=True)
+class Batch:
+    """Server writes and audit records gathered for one correction transaction."""
+
+    writes: dict[str, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    audits: list[AuditRecord] = field(default_factory=list)
+
+    def write(self, key: str, value: Any, fields: dict[str, Any]) -> None:
+        """Set `fields` on annotation `key` (whose current value is `value`); a later call for
+        the same key adds to the earlier one's fields."""
+        earlier = self.writes.get(key)
+        self.writes[key] = (value, fields if earlier is None else {**earlier[1], **fields})
+
+    def audit(
+        self, room: str, principal: Principal, at: int, action: str, key: str, detail: dict[str, Any] | None = None
+    ) -> None:
+        self.audits.append(AuditRecord(room, at, principal.user_id, principal.site, action, key, detail))
 
 
 @dataclass(slots=True)
@@ -157,6 +185,8 @@ class AnnotationGuard:
         self._indexed = asyncio.Event()
         self._known_ready = False  # the stored annotations have been read
         self._deferred: list[tuple[set[str], Principal, int]] = []  # edits that arrived before that, when
+        self._queued: list[tuple[set[str], Principal, int]] = []  # changes for the next correction
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._server_writing = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.corrections = 0  # server transactions written (tests, metrics)
@@ -175,6 +205,7 @@ class AnnotationGuard:
         self.room.prime_full_state(state)  # the first joiners need this very encoding
         self.annotations.observe_deep(self._on_change)
         self.room.after_apply = self.after_apply
+        self.room.before_retire = self.settle
         task = asyncio.get_running_loop().create_task(self._load_stored(state))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -204,8 +235,7 @@ class AnnotationGuard:
         finally:
             self._known_ready = True
             deferred, self._deferred = self._deferred, []
-            for ids, principal, at in deferred:
-                self.process(ids, principal, at=at)
+            self._process(deferred)
         await self._index_stored({key: record for key, (record, _fp) in stored.items()})
 
     async def _index_stored(self, records: dict[str, Any]) -> None:
@@ -253,36 +283,77 @@ class AnnotationGuard:
                 self._pending.update(str(k) for k in keys)
 
     def after_apply(self, conn: Connection) -> None:
+        """Queue what a client's update changed; the server's corrections follow shortly after.
+
+        Nothing is checked before the client's update is committed and relayed: its frame
+        goes out as fast as with checks off. The queued changes are processed together
+        CORRECTION_DELAY later, and their corrections written in one transaction.
+        """
         if not self._pending:
             return
         pending, self._pending = self._pending, set()
         self._touched |= pending
-        if not self._known_ready:
-            self._deferred.append((pending, conn.principal, now_ms()))
-            return
-        try:
-            self.process(pending, conn.principal)
-        except Exception:
-            log.exception("annotation check failed", extra={"room": self.room.key})
+        self._queued.append((pending, conn.principal, now_ms()))
+        if self._flush_timer is None:
+            loop = asyncio.get_running_loop()
+            self._flush_timer = loop.call_later(CORRECTION_DELAY, self.flush_corrections)
 
-    def process(self, ids: Iterable[str], principal: Principal, *, at: int | None = None) -> None:
-        """Note what changed and write the server's fields in one transaction. Changed geometries
-        are checked first when they are small (so the correction joins the client's update in
-        the same commit and frame); large ones are checked in a worker thread and corrected
-        after, so the room never waits long on Shapely before relaying.
-        `at` is when the change arrived (audit and `updated` times), now unless it was deferred."""
-        at = now_ms() if at is None else at
-        writes: list[tuple[str, Any, dict[str, Any]]] = []  # (id, current value, fields to set)
-        audits: list[tuple[str, str, dict[str, Any] | None]] = []
+    def flush_corrections(self) -> None:
+        """Process the queued changes now (the timer's callback; also before an unload)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        queued, self._queued = self._queued, []
+        if not self._known_ready:
+            self._deferred.extend(queued)  # processed once the stored annotations are known
+            return
+        self._process(queued)
+
+    async def settle(self) -> None:
+        """Write every correction still pending (before the room is unloaded or the server stops)."""
+        self.flush_corrections()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.flush_corrections()
+
+    def _process(self, changes: list[tuple[set[str], Principal, int]]) -> None:
+        """Note what changed and write the server's fields in ONE transaction. Small changed
+        geometries are checked here, on the event loop (cheaper than a thread hop); large
+        ones in a worker thread, corrected when done, so the loop never stalls on Shapely."""
+        batch = Batch()
         inline: list[Check] = []
         later: list[Check] = []
-        budget = INLINE_CHECK_BYTES
+        budget = INLINE_CHECK_BUDGET
+        for ids, principal, at in changes:
+            try:
+                for check in self._note_changes(ids, principal, at, batch):
+                    if check.size <= min(budget, INLINE_CHECK_MAX_BYTES):
+                        budget -= check.size
+                        inline.append(check)
+                    else:
+                        later.append(check)
+            except Exception:
+                log.exception("annotation check failed", extra={"room": self.room.key})
+        if inline:
+            verdicts = [self.check({"geometry": c.geometry}) for c in inline]
+            self._collect_verdicts(inline, verdicts, batch)
+        self._commit(batch)
+        if later:
+            task = asyncio.get_running_loop().create_task(self._check_later(later))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _note_changes(self, ids: Iterable[str], principal: Principal, at: int, batch: Batch) -> list[Check]:
+        """Note one client update's changes in `batch`; answer the geometries to check.
+        `at` is when the change arrived (audit and `updated` times)."""
+        checks: list[Check] = []
         for key in sorted(ids):
+            audit = functools.partial(batch.audit, self.room.key, principal, at)
             value = self.annotations.get(key)
             if value is None:
                 if self.known.pop(key, None) is not None:
                     self.index.remove(key)
-                    audits.append(("deleted", key, None))
+                    audit("deleted", key)
                 continue
             record = to_py(value)
             if not isinstance(record, Mapping):
@@ -291,57 +362,32 @@ class AnnotationGuard:
             created = known is None
             if known is None:
                 known = self.known[key] = Known(author=principal.user_id)
-                audits.append(("created", key, None))
-            self._note_fields(key, record, known, created, audits)
+                audit("created", key)
+            self._note_fields(key, record, known, created, audit)
             geometry = record.get("geometry")
             fp, size = _fingerprint_and_size(geometry)
             if fp != known.fingerprint:
                 if not created:
-                    audits.append(("geometry_changed", key, None))
+                    audit("geometry_changed", key)
                 known.fingerprint = fp  # this version is being checked: do not check it twice
-                check = Check(key, fp, created, geometry)
-                if size <= budget:
-                    budget -= size
-                    inline.append(check)
-                else:
-                    later.append(check)
+                checks.append(Check(key, fp, created, geometry, size, principal, at))
                 continue  # its whole correction is written once the check is done
-            writes.append((key, value, self._fields(record, known, created, at)))
-        if inline:
-            verdicts = [self.check({"geometry": c.geometry}) for c in inline]
-            self._collect_verdicts(inline, verdicts, at, writes, audits)
-        self._write(writes)
-        self._audit(audits, principal, at)
-        if inline:
-            self._maybe_refresh()
-        if later:
-            task = asyncio.get_running_loop().create_task(self._check_later(later, principal, at))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            batch.write(key, value, self._fields(record, known, created, at))
+        return checks
 
-    async def _check_later(self, checks: list[Check], principal: Principal, at: int) -> None:
+    async def _check_later(self, checks: list[Check]) -> None:
         try:
             verdicts = await asyncio.to_thread(
                 lambda: [self.check({"geometry": c.geometry}) for c in checks]
             )
-            writes: list[tuple[str, Any, dict[str, Any]]] = []
-            audits: list[tuple[str, str, dict[str, Any] | None]] = []
-            self._collect_verdicts(checks, verdicts, at, writes, audits)
-            self._write(writes)
-            self._audit(audits, principal, at)
-            self._maybe_refresh()
+            batch = Batch()
+            self._collect_verdicts(checks, verdicts, batch)
+            self._commit(batch)
         except Exception:
             log.exception("annotation check failed", extra={"room": self.room.key})
 
-    def _collect_verdicts(
-        self,
-        checks: list[Check],
-        verdicts: list[GeometryVerdict],
-        at: int,
-        writes: list[tuple[str, Any, dict[str, Any]]],
-        audits: list[tuple[str, str, dict[str, Any] | None]],
-    ) -> None:
-        """Index what the checks said and add the corrections and audit entries to write."""
+    def _collect_verdicts(self, checks: list[Check], verdicts: list[GeometryVerdict], batch: Batch) -> None:
+        """Index what the checks said and add the corrections and audit entries to `batch`."""
         for check, verdict in zip(checks, verdicts, strict=True):
             key = check.key
             value = self.annotations.get(key)
@@ -359,29 +405,33 @@ class AnnotationGuard:
                 self.index.upsert(key, verdict.shape)
             else:
                 self.index.remove(key)
-            if verdict.status == "repaired":
-                audits.append(("repaired", key, {"problem": verdict.problem}))
-            elif verdict.status == "invalid":
-                audits.append(("marked_invalid", key, {"problem": verdict.problem}))
-            fields = self._fields(record, known, check.created, at)
+            if verdict.status in ("repaired", "invalid"):
+                action = "repaired" if verdict.status == "repaired" else "marked_invalid"
+                batch.audit(self.room.key, check.principal, check.at, action, key, {"problem": verdict.problem})
+            fields = self._fields(record, known, check.created, check.at)
             if verdict.geometry is not None:
                 fields["geometry"] = verdict.geometry
-            writes.append((key, value, fields))
+            batch.write(key, value, fields)
+
+    def _commit(self, batch: Batch) -> None:
+        self._write(batch.writes)
+        for record in batch.audits:
+            self.store.audit(record)
+        self._maybe_refresh()
 
     def _note_fields(
-        self, key: str, record: Mapping[str, Any], known: Known, created: bool,
-        audits: list[tuple[str, str, dict[str, Any] | None]],
+        self, key: str, record: Mapping[str, Any], known: Known, created: bool, audit: Callable[..., None],
     ) -> None:
         """Audit classification changes and new comments, from what the server last saw."""
         classification = record.get("classification")
         if not created and classification != known.classification:
-            audits.append(("classification_changed", key, {
+            audit("classification_changed", key, {
                 "from": _class_name(known.classification), "to": _class_name(classification),
-            }))
+            })
         known.classification = classification
         comments = _comment_count(record.get("comments"))
         if comments > known.comments:
-            audits.append(("commented", key, {"count": comments - known.comments}))
+            audit("commented", key, {"count": comments - known.comments})
         known.comments = comments
 
     def _fields(self, record: Mapping[str, Any], known: Known, created: bool, at: int) -> dict[str, Any]:
@@ -404,17 +454,13 @@ class AnnotationGuard:
         fields["updated"] = at
         return fields
 
-    def _audit(self, audits: list[tuple[str, str, dict[str, Any] | None]], principal: Principal, at: int) -> None:
-        for action, key, detail in audits:
-            self.store.audit(AuditRecord(self.room.key, at, principal.user_id, principal.site, action, key, detail))
-
-    def _write(self, writes: list[tuple[str, Any, dict[str, Any]]]) -> None:
+    def _write(self, writes: Mapping[str, tuple[Any, dict[str, Any]]]) -> None:
         if not writes:
             return
         self._server_writing = True
         try:
             with self.room.server_transaction():
-                for key, value, fields in writes:
+                for key, (value, fields) in writes.items():
                     if isinstance(value, Map):
                         for name, field_value in fields.items():
                             if value.get(name) != field_value or name not in value:
@@ -425,7 +471,7 @@ class AnnotationGuard:
                         self.annotations[key] = record
         finally:
             self._server_writing = False
-        for key, _value, fields in writes:
+        for key, (_value, fields) in writes.items():
             known = self.known.get(key)
             if "geometry" in fields and known is not None:
                 known.fingerprint = fingerprint(_stored_geometry(self.annotations, key))

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 from pycrdt import Doc, merge_updates
 
@@ -82,6 +82,8 @@ class Room:
         self.failed = False
         # Called right after a client's update is applied and queued (e.g. server corrections).
         self.after_apply: Callable[[Connection], None] | None = None
+        # Awaited before the room is unloaded: finishes the server's own pending writes.
+        self.before_retire: Callable[[], Awaitable[None]] | None = None
 
     # -- membership -------------------------------------------------------------------------
 
