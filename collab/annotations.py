@@ -13,11 +13,12 @@ a stored `repaired` is not turned back into `ok` by a later edit of another fiel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,8 @@ class Check:
     fingerprint: bytes
     created: bool
     geometry: Any
+    value: Any  # the annotation's value and its Python form when the check was decided
+    record: Mapping[str, Any]
     size: int  # bytes of JSON: what checking it will cost
     principal: Principal  # who changed it, when (audit, `updated`)
     at: int
@@ -187,7 +190,7 @@ class AnnotationGuard:
         self._deferred: list[tuple[set[str], Principal, int]] = []  # edits that arrived before that, when
         self._queued: list[tuple[set[str], Principal, int]] = []  # changes for the next correction
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._server_writing = False
+        self._subscription: Any = None  # the observe_deep subscription, off while the server writes
         self._tasks: set[asyncio.Task[None]] = set()
         self.corrections = 0  # server transactions written (tests, metrics)
 
@@ -203,7 +206,7 @@ class AnnotationGuard:
         """
         state = self.doc.get_update()
         self.room.prime_full_state(state)  # the first joiners need this very encoding
-        self.annotations.observe_deep(self._on_change)
+        self._subscription = self.annotations.observe_deep(self._on_change)
         self.room.after_apply = self.after_apply
         self.room.before_retire = self.settle
         task = asyncio.get_running_loop().create_task(self._load_stored(state))
@@ -272,8 +275,6 @@ class AnnotationGuard:
     # --- following client changes --------------------------------------------------------
 
     def _on_change(self, events: list[Any]) -> None:
-        if self._server_writing:
-            return
         for event in events:
             path = event.path
             if path:
@@ -336,7 +337,7 @@ class AnnotationGuard:
                 log.exception("annotation check failed", extra={"room": self.room.key})
         if inline:
             verdicts = [self.check({"geometry": c.geometry}) for c in inline]
-            self._collect_verdicts(inline, verdicts, batch)
+            self._collect_verdicts(inline, verdicts, batch, changed_since=False)
         self._commit(batch)
         if later:
             task = asyncio.get_running_loop().create_task(self._check_later(later))
@@ -370,7 +371,7 @@ class AnnotationGuard:
                 if not created:
                     audit("geometry_changed", key)
                 known.fingerprint = fp  # this version is being checked: do not check it twice
-                checks.append(Check(key, fp, created, geometry, size, principal, at))
+                checks.append(Check(key, fp, created, geometry, value, record, size, principal, at))
                 continue  # its whole correction is written once the check is done
             batch.write(key, value, self._fields(record, known, created, at))
         return checks
@@ -381,24 +382,32 @@ class AnnotationGuard:
                 lambda: [self.check({"geometry": c.geometry}) for c in checks]
             )
             batch = Batch()
-            self._collect_verdicts(checks, verdicts, batch)
+            self._collect_verdicts(checks, verdicts, batch, changed_since=True)
             self._commit(batch)
         except Exception:
             log.exception("annotation check failed", extra={"room": self.room.key})
 
-    def _collect_verdicts(self, checks: list[Check], verdicts: list[GeometryVerdict], batch: Batch) -> None:
-        """Index what the checks said and add the corrections and audit entries to `batch`."""
+    def _collect_verdicts(
+        self, checks: list[Check], verdicts: list[GeometryVerdict], batch: Batch, *, changed_since: bool
+    ) -> None:
+        """Index what the checks said and add the corrections and audit entries to `batch`.
+        `changed_since`: the document may have changed since the checks were decided (they ran
+        in a thread), so each annotation is read again and a stale verdict dropped."""
         for check, verdict in zip(checks, verdicts, strict=True):
             key = check.key
-            value = self.annotations.get(key)
             known = self.known.get(key)
-            if value is None or known is None:
-                continue  # deleted meanwhile
-            record = to_py(value)
-            if not isinstance(record, Mapping):
-                record = {}
-            if fingerprint(record.get("geometry")) != check.fingerprint:
-                continue  # changed again meanwhile: a newer check will write
+            value, record = check.value, check.record
+            if changed_since:
+                value = self.annotations.get(key)
+                if value is None or known is None:
+                    continue  # deleted meanwhile
+                record = to_py(value)
+                if not isinstance(record, Mapping):
+                    record = {}
+                if fingerprint(record.get("geometry")) != check.fingerprint:
+                    continue  # changed again meanwhile: a newer check will write
+            elif known is None:
+                continue
             known.status, known.problem = verdict.status, verdict.problem
             known.measurements = verdict.measurements
             if verdict.shape is not None:
@@ -457,25 +466,32 @@ class AnnotationGuard:
     def _write(self, writes: Mapping[str, tuple[Any, dict[str, Any]]]) -> None:
         if not writes:
             return
-        self._server_writing = True
-        try:
-            with self.room.server_transaction():
-                for key, (value, fields) in writes.items():
-                    if isinstance(value, Map):
-                        for name, field_value in fields.items():
-                            if value.get(name) != field_value or name not in value:
-                                value[name] = field_value
-                    else:
-                        record = dict(value) if isinstance(value, Mapping) else {}
-                        record.update(fields)
-                        self.annotations[key] = record
-        finally:
-            self._server_writing = False
+        with self._not_observing(), self.room.server_transaction():
+            for key, (value, fields) in writes.items():
+                if isinstance(value, Map):
+                    for name, field_value in fields.items():
+                        if value.get(name) != field_value or name not in value:
+                            value[name] = field_value
+                else:
+                    record = dict(value) if isinstance(value, Mapping) else {}
+                    record.update(fields)
+                    self.annotations[key] = record
         for key, (_value, fields) in writes.items():
             known = self.known.get(key)
             if "geometry" in fields and known is not None:
                 known.fingerprint = fingerprint(_stored_geometry(self.annotations, key))
         self.corrections += 1
+
+    @contextlib.contextmanager
+    def _not_observing(self) -> Iterator[None]:
+        """The server does not react to its own writes: unsubscribed, pycrdt does not even build
+        the change events (converting every replaced value to Python, a fifth of the CPU of a busy
+        room when subscribed)."""
+        self.annotations.unobserve(self._subscription)
+        try:
+            yield
+        finally:
+            self._subscription = self.annotations.observe_deep(self._on_change)
 
     def _maybe_refresh(self) -> None:
         if self.index.needs_rebuild:
@@ -493,42 +509,38 @@ class AnnotationGuard:
         at = now_ms()
         results = []
         audits: list[tuple[str, str, dict[str, Any] | None]] = []
-        self._server_writing = True
-        try:
-            with self.room.server_transaction():
-                for (key, record), verdict in zip(items, verdicts, strict=True):
-                    rec = dict(record)
-                    if verdict.geometry is not None:
-                        rec["geometry"] = verdict.geometry
-                    rec["status"] = verdict.status
-                    rec["problem"] = verdict.problem
-                    rec["measurements"] = merge_measurements(rec.get("measurements"), verdict.measurements)
-                    rec["author"] = principal.user_id
-                    rec.setdefault("created", at)
-                    rec["updated"] = at
-                    comments = rec.pop("comments", None) or []
-                    ymap = Map(rec)
-                    self.annotations[key] = ymap
-                    ymap["comments"] = Array(list(comments))
-                    existed = self.known.get(key) is not None
-                    self.known[key] = Known(
-                        fingerprint=None, status=verdict.status,
-                        problem=verdict.problem, measurements=verdict.measurements,
-                        author=principal.user_id, classification=rec.get("classification"),
-                        comments=len(comments),
-                    )
-                    if verdict.shape is not None:
-                        self.index.upsert(key, verdict.shape)
-                    else:
-                        self.index.remove(key)
-                    audits.append(("geometry_changed" if existed else "created", key, {"import": True}))
-                    if verdict.status == "repaired":
-                        audits.append(("repaired", key, {"problem": verdict.problem}))
-                    elif verdict.status == "invalid":
-                        audits.append(("marked_invalid", key, {"problem": verdict.problem}))
-                    results.append({"id": key, "status": verdict.status, "problem": verdict.problem})
-        finally:
-            self._server_writing = False
+        with self._not_observing(), self.room.server_transaction():
+            for (key, record), verdict in zip(items, verdicts, strict=True):
+                rec = dict(record)
+                if verdict.geometry is not None:
+                    rec["geometry"] = verdict.geometry
+                rec["status"] = verdict.status
+                rec["problem"] = verdict.problem
+                rec["measurements"] = merge_measurements(rec.get("measurements"), verdict.measurements)
+                rec["author"] = principal.user_id
+                rec.setdefault("created", at)
+                rec["updated"] = at
+                comments = rec.pop("comments", None) or []
+                ymap = Map(rec)
+                self.annotations[key] = ymap
+                ymap["comments"] = Array(list(comments))
+                existed = self.known.get(key) is not None
+                self.known[key] = Known(
+                    fingerprint=None, status=verdict.status,
+                    problem=verdict.problem, measurements=verdict.measurements,
+                    author=principal.user_id, classification=rec.get("classification"),
+                    comments=len(comments),
+                )
+                if verdict.shape is not None:
+                    self.index.upsert(key, verdict.shape)
+                else:
+                    self.index.remove(key)
+                audits.append(("geometry_changed" if existed else "created", key, {"import": True}))
+                if verdict.status == "repaired":
+                    audits.append(("repaired", key, {"problem": verdict.problem}))
+                elif verdict.status == "invalid":
+                    audits.append(("marked_invalid", key, {"problem": verdict.problem}))
+                results.append({"id": key, "status": verdict.status, "problem": verdict.problem})
         for key, _record in items:
             # As it reads back from the doc (Yjs keeps every number as a float).
             self.known[key].fingerprint = fingerprint(_stored_geometry(self.annotations, key))
