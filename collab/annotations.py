@@ -27,6 +27,7 @@ from pycrdt import Array, Doc, Map
 
 from collab.auth import Principal
 from collab.connection import Connection
+from collab.gc_pause import paused_gc
 from collab.geometry import GeometryVerdict, check_geometry, merge_measurements
 from collab.room import Room
 from collab.spatial import SpatialIndex
@@ -74,14 +75,15 @@ def _fingerprint_and_size(geometry: Any) -> tuple[bytes, int]:
 def _read_stored(state: bytes) -> dict[str, tuple[Any, bytes]]:
     """In a worker thread: the annotations of a document state, with geometry fingerprints.
     A Doc of its own, so the room's Doc is never touched off the event loop."""
-    doc: Doc = Doc()
-    doc.apply_update(state)
-    out: dict[str, tuple[Any, bytes]] = {}
-    for key, value in doc.get("annotations", type=Map).items():
-        record = to_py(value)
-        geometry = record.get("geometry") if isinstance(record, Mapping) else None
-        out[key] = (record, fingerprint(geometry))
-    return out
+    with paused_gc():
+        doc: Doc = Doc()
+        doc.apply_update(state)
+        out: dict[str, tuple[Any, bytes]] = {}
+        for key, value in doc.get("annotations", type=Map).items():
+            record = to_py(value)
+            geometry = record.get("geometry") if isinstance(record, Mapping) else None
+            out[key] = (record, fingerprint(geometry))
+        return out
 
 
 def _stored_geometry(annotations: Map, key: str) -> Any:
@@ -264,7 +266,8 @@ class AnnotationGuard:
         await self._indexed.wait()
 
     def _check_all(self, records: Mapping[str, Any]) -> dict[str, GeometryVerdict]:
-        return {key: self.check(record) for key, record in records.items()}
+        with paused_gc():
+            return {key: self.check(record) for key, record in records.items()}
 
     def check(self, record: Any) -> GeometryVerdict:
         geometry = record.get("geometry") if isinstance(record, Mapping) else None

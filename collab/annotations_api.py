@@ -13,6 +13,7 @@ from starlette.routing import Route
 from collab.annotations import AnnotationGuard
 from collab.api import Api, JSONResponse, parse_json, read_body
 from collab.errors import BadRequest, Forbidden
+from collab.gc_pause import paused_gc
 from collab.geojson import GeoJSONError, feature_collection, parse_feature_collection
 from collab.registry import SlideRegistry
 from collab.room import Room
@@ -98,17 +99,19 @@ class AnnotationsApi:
 
         def parse_and_check() -> tuple[list[tuple[str, dict[str, Any]]], list[Any]]:
             # Off the event loop: a 10,000-feature import is ~1 s of parsing and Shapely.
-            try:
-                items = parse_feature_collection(parse_json(raw))
-            except GeoJSONError as exc:
-                raise BadRequest(f"not importable GeoJSON: {exc}") from exc
-            return items, [guard.check(r) for _, r in items]
+            with paused_gc():
+                try:
+                    items = parse_feature_collection(parse_json(raw))
+                except GeoJSONError as exc:
+                    raise BadRequest(f"not importable GeoJSON: {exc}") from exc
+                return items, [guard.check(r) for _, r in items]
 
         if len(raw) > _THREAD_BYTES:
             items, verdicts = await asyncio.to_thread(parse_and_check)
         else:
             items, verdicts = parse_and_check()
-        results = guard.import_records(items, verdicts, principal)
+        with paused_gc():
+            results = guard.import_records(items, verdicts, principal)
         return JSONResponse({"created": [k for k, _ in items], "results": results}, status_code=201)
 
     async def audit(self, request: Request) -> Response:
