@@ -10,6 +10,7 @@ import httpx
 import pytest
 from pycrdt import Doc, Map
 
+import collab.annotations as annotations_module
 from collab.auth import TokenAuthenticator
 from collab.store import open_store
 from tests.conftest import SECRET, ServerProcess, make_settings, serving
@@ -156,3 +157,19 @@ async def test_sigterm_with_many_rooms(server_process: ServerProcess) -> None:
             assert "x" in checker.annotations
 
 
+
+
+async def test_pending_corrections_are_written_before_shutdown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Corrections wait a few milliseconds before they are written; make that wait longer than the
+    # test, so only the shutdown's own flush can have written them.
+    monkeypatch.setattr(annotations_module, "CORRECTION_DELAY", 60.0)
+    settings = make_settings(tmp_path / "d")
+    async with serving(settings) as live:
+        await live.register_slide("s")
+        async with live.client("s") as a, live.client("s", user="obs") as b:
+            a.annotations["k"] = annotation(1)
+            await b.wait_for(lambda: "k" in b.annotations)  # applied, stored and relayed
+            assert "status" not in b.annotations["k"].to_py()
+    async with serving(settings) as live, live.client("s") as c:
+        assert c.annotations["k"].to_py()["status"] == "ok"
+        assert c.annotations["k"].to_py()["author"] == "reviewer-roubaix"
