@@ -145,7 +145,7 @@ async def test_burst_of_writes_gets_one_correction(live: LiveServer, slide: str)
         await b.wait_for(lambda: all(field(b, f"k{i}", "status") == "ok" for i in range(20)))
         # Corrections are gathered for a few milliseconds: a few transactions for the burst
         # (how many depends on the machine's pace), never one per write.
-        assert guard.corrections - before <= 8
+        assert guard.corrections - before <= 10
         assert {field(b, f"k{i}", "author") for i in range(20)} == {"alice"}
 
 
