@@ -2,7 +2,7 @@
 
 The guard follows the room's `annotations` map (observe_deep). While a client's update is
 applied it only notes which annotation ids changed (Room.after_apply queues them); a few
-milliseconds later, once that update has been relayed, it checks the changed annotations and
+milliseconds later, normally after that update has been relayed, it checks the changed ones and
 writes what the server owns (status, problem, measurements, author, updated, a repaired
 geometry) in ONE transaction with origin "collab-server", which is stored and relayed like any
 other update. The server never reacts to its own transactions, and a
@@ -36,9 +36,9 @@ from collab.store import AuditRecord, Store
 log = logging.getLogger(__name__)
 
 STORED_READ_DELAY = 1.0  # seconds between a room's load and reading its stored annotations
-# The server's corrections are written this long after the client's update arrived: after its
-# relay has gone out, so they never delay it, and together with the other changes made meanwhile
-# (one transaction and one frame per client for a burst of writes, not one per write).
+# The server's corrections are written this long after the client's update arrived: off its
+# relay path (the commit and relay of an update take a millisecond or so), and together with the
+# other changes made meanwhile (one transaction and one frame per client for a burst of writes).
 CORRECTION_DELAY = 0.010
 # Geometries of up to this much JSON (about 400 vertices, under a millisecond to check even when
 # make_valid has to repair them) are checked on the event loop, up to the budget per correction
@@ -143,7 +143,12 @@ class Batch:
         """Set `fields` on annotation `key` (whose current value is `value`); a later call for
         the same key adds to the earlier one's fields."""
         earlier = self.writes.get(key)
-        self.writes[key] = (value, fields if earlier is None else {**earlier[1], **fields})
+        if earlier is not None:
+            merged = {**earlier[1], **fields}
+            if "updated" in earlier[1] and "updated" in fields:  # a verdict may come after a later edit
+                merged["updated"] = max(earlier[1]["updated"], fields["updated"])
+            fields = merged
+        self.writes[key] = (value, fields)
 
     def audit(
         self, room: str, principal: Principal, at: int, action: str, key: str, detail: dict[str, Any] | None = None
@@ -192,6 +197,9 @@ class AnnotationGuard:
         self._deferred: list[tuple[set[str], Principal, int]] = []  # edits that arrived before that, when
         self._queued: list[tuple[set[str], Principal, int]] = []  # changes for the next correction
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._load_task: asyncio.Task[None] | None = None
+        self._check_tasks: set[asyncio.Task[None]] = set()  # geometries being checked in a thread
+        self._closed = False
         self._subscription: Any = None  # the observe_deep subscription, off while the server writes
         self._tasks: set[asyncio.Task[None]] = set()
         self.corrections = 0  # server transactions written (tests, metrics)
@@ -209,9 +217,11 @@ class AnnotationGuard:
         state = self.doc.get_update()
         self.room.prime_full_state(state)  # the first joiners need this very encoding
         self._subscription = self.annotations.observe_deep(self._on_change)
+        self.room.before_apply = self.before_apply
         self.room.after_apply = self.after_apply
         self.room.before_retire = self.settle
-        task = asyncio.get_running_loop().create_task(self._load_stored(state))
+        self.room.on_close = self.close
+        task = self._load_task = asyncio.get_running_loop().create_task(self._load_stored(state))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -240,7 +250,7 @@ class AnnotationGuard:
         finally:
             self._known_ready = True
             deferred, self._deferred = self._deferred, []
-            self._process(deferred)
+            self._process_safely(deferred)
         await self._index_stored({key: record for key, (record, _fp) in stored.items()})
 
     async def _index_stored(self, records: dict[str, Any]) -> None:
@@ -249,7 +259,7 @@ class AnnotationGuard:
             for key, verdict in verdicts.items():
                 known = self.known.get(key)
                 if key in self._touched or known is None:
-                    continue  # changed since the load: process() has indexed its current state
+                    continue  # changed since the load: its queued check indexes its current state
                 if known.status is None:
                     known.status, known.problem = verdict.status, verdict.problem
                 known.measurements = verdict.measurements
@@ -266,8 +276,7 @@ class AnnotationGuard:
         await self._indexed.wait()
 
     def _check_all(self, records: Mapping[str, Any]) -> dict[str, GeometryVerdict]:
-        with paused_gc():
-            return {key: self.check(record) for key, record in records.items()}
+        return {key: self.check(record) for key, record in records.items()}
 
     def check(self, record: Any) -> GeometryVerdict:
         geometry = record.get("geometry") if isinstance(record, Mapping) else None
@@ -302,23 +311,48 @@ class AnnotationGuard:
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(CORRECTION_DELAY, self.flush_corrections)
 
+    def before_apply(self, conn: Connection) -> None:
+        """Another user's update is about to be applied: process what is queued first, while the
+        document still shows only the queued users' changes, so that each change (and its audit
+        record) is credited to whoever made it."""
+        user = (conn.principal.user_id, conn.principal.site)
+        if any((p.user_id, p.site) != user for _ids, p, _at in self._queued):
+            self.flush_corrections()
+
     def flush_corrections(self) -> None:
         """Process the queued changes now (the timer's callback; also before an unload)."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
         queued, self._queued = self._queued, []
+        if self._closed or not queued:
+            return
         if not self._known_ready:
             self._deferred.extend(queued)  # processed once the stored annotations are known
             return
-        self._process(queued)
+        self._process_safely(queued)
 
     async def settle(self) -> None:
         """Write every correction still pending (before the room is unloaded or the server stops)."""
         self.flush_corrections()
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._deferred and self._load_task is not None:  # edits made while the room loaded
+            await asyncio.gather(self._load_task, return_exceptions=True)
+        while self._check_tasks:
+            await asyncio.gather(*self._check_tasks, return_exceptions=True)
         self.flush_corrections()
+
+    def close(self) -> None:
+        """The room is gone (unloaded, or dropped after a store failure): write nothing more."""
+        self._closed = True
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    def _process_safely(self, changes: list[tuple[set[str], Principal, int]]) -> None:
+        try:
+            self._process(changes)
+        except Exception:
+            log.exception("annotation corrections failed", extra={"room": self.room.key})
 
     def _process(self, changes: list[tuple[set[str], Principal, int]]) -> None:
         """Note what changed and write the server's fields in ONE transaction. Small changed
@@ -337,15 +371,26 @@ class AnnotationGuard:
                     else:
                         later.append(check)
             except Exception:
-                log.exception("annotation check failed", extra={"room": self.room.key})
+                log.exception("noting annotation changes failed", extra={"room": self.room.key})
         if inline:
-            verdicts = [self.check({"geometry": c.geometry}) for c in inline]
+            verdicts = [self._check_safely(c) for c in inline]
             self._collect_verdicts(inline, verdicts, batch, changed_since=False)
         self._commit(batch)
         if later:
             task = asyncio.get_running_loop().create_task(self._check_later(later))
             self._tasks.add(task)
+            self._check_tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._check_tasks.discard)
+
+    def _check_safely(self, check: Check) -> GeometryVerdict | None:
+        """check_geometry answers anything with a verdict; should Shapely raise regardless, the
+        annotation is left unchecked and checked again at its next change."""
+        try:
+            return self.check({"geometry": check.geometry})
+        except Exception:
+            log.exception("geometry check failed", extra={"room": self.room.key, "annotation": check.key})
+            return None
 
     def _note_changes(self, ids: Iterable[str], principal: Principal, at: int, batch: Batch) -> list[Check]:
         """Note one client update's changes in `batch`; answer the geometries to check.
@@ -381,9 +426,7 @@ class AnnotationGuard:
 
     async def _check_later(self, checks: list[Check]) -> None:
         try:
-            verdicts = await asyncio.to_thread(
-                lambda: [self.check({"geometry": c.geometry}) for c in checks]
-            )
+            verdicts = await asyncio.to_thread(lambda: [self._check_safely(c) for c in checks])
             batch = Batch()
             self._collect_verdicts(checks, verdicts, batch, changed_since=True)
             self._commit(batch)
@@ -391,7 +434,7 @@ class AnnotationGuard:
             log.exception("annotation check failed", extra={"room": self.room.key})
 
     def _collect_verdicts(
-        self, checks: list[Check], verdicts: list[GeometryVerdict], batch: Batch, *, changed_since: bool
+        self, checks: list[Check], verdicts: list[GeometryVerdict | None], batch: Batch, *, changed_since: bool
     ) -> None:
         """Index what the checks said and add the corrections and audit entries to `batch`.
         `changed_since`: the document may have changed since the checks were decided (they ran
@@ -410,6 +453,9 @@ class AnnotationGuard:
                 if fingerprint(record.get("geometry")) != check.fingerprint:
                     continue  # changed again meanwhile: a newer check will write
             elif known is None:
+                continue
+            if verdict is None:
+                known.fingerprint = None  # the check failed: check it again at its next change
                 continue
             known.status, known.problem = verdict.status, verdict.problem
             known.measurements = verdict.measurements
@@ -467,7 +513,7 @@ class AnnotationGuard:
         return fields
 
     def _write(self, writes: Mapping[str, tuple[Any, dict[str, Any]]]) -> None:
-        if not writes:
+        if not writes or self._closed:
             return
         with self._not_observing(), self.room.server_transaction():
             for key, (value, fields) in writes.items():

@@ -80,10 +80,12 @@ class Room:
         self._committed: list[tuple[bytes, Connection | None]] = []  # durable, not yet relayed
         self._full_state: bytes | None = None  # cached answer to an empty state vector
         self.failed = False
-        # Called right after a client's update is applied and queued (e.g. server corrections).
+        # Called right before and right after a client's update is applied (server corrections).
+        self.before_apply: Callable[[Connection], None] | None = None
         self.after_apply: Callable[[Connection], None] | None = None
         # Awaited before the room is unloaded: finishes the server's own pending writes.
         self.before_retire: Callable[[], Awaitable[None]] | None = None
+        self.on_close: Callable[[], None] | None = None  # the room is gone: stop writing to it
 
     # -- membership -------------------------------------------------------------------------
 
@@ -147,6 +149,8 @@ class Room:
                 metrics.REFUSALS.labels(reason="write_guard").inc()
                 conn.send(encode_permission_denied(f"permission-denied: {refusal}"))
                 return
+        if self.before_apply is not None:
+            self.before_apply(conn)
         try:
             self.doc.apply_update(update)
         except ValueError as exc:
@@ -165,6 +169,10 @@ class Room:
         A diff against the state vector from before would also carry the document's whole
         delete set (Yrs encodes all of it), tens of kilobytes on a much-edited slide.
         """
+        if getattr(self.doc, "_txn", None) is not None:
+            # Its update would only exist once the outer transaction ends (and pycrdt cannot
+            # subscribe inside a transaction): a caller error, said plainly.
+            raise RuntimeError("Room.server_transaction() cannot run inside another transaction")
         captured: list[bytes] = []
         subscription = self.doc.observe(lambda event: captured.append(event.update))
         try:
@@ -218,9 +226,9 @@ class Room:
             return
         message = encode_update(_merged(u for u, _s in batch))
         clients = {sender for _update, sender in batch if sender is not None}
-        # A lone client sender gets only what it does not have: typically the server's
-        # correction of its own update, which shares the commit. With several client
-        # senders each gets the whole frame (harmless: Yjs ignores what it already has).
+        # A lone client sender gets only what it does not have (a server update that shares
+        # the commit, if any). With several client senders each gets the whole frame
+        # (harmless: Yjs ignores what it already has).
         exclude = next(iter(clients)) if len(clients) == 1 else None
         self.broadcast(message, exclude)
         sent = len(self.connections) - (exclude in self.connections)
@@ -275,6 +283,8 @@ class Room:
             conn.close_soon(1011, why)
 
     def close(self) -> None:
+        if self.on_close is not None:
+            self.on_close()
         self.presence.close()
 
 

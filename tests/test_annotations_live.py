@@ -9,9 +9,11 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
 import shapely
 from pycrdt import Array, Doc, Map
 
+import collab.annotations as annotations_module
 from tests.conftest import LiveServer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qupath_export.geojson"
@@ -363,6 +365,30 @@ async def test_index_survives_reload(live: LiveServer, slide: str) -> None:
     async with live.http("viewer") as http:
         r = await http.get(f"/api/slides/{slide}/annotations", params={"point": "55,55"})
         assert [f["id"] for f in r.json()["features"]] == ["s"]
+
+
+async def test_changes_within_one_correction_window_are_credited_to_their_authors(
+    live: LiveServer, slide: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(annotations_module, "CORRECTION_DELAY", 0.5)  # both edits in one window
+    async with live.client(slide, user="alice", site="Roubaix") as a, \
+            live.client(slide, user="bob", site="Mouscron") as b:
+        a.annotations["x"] = ann(square(10, 10))
+        await b.wait_for(lambda: "x" in b.annotations)
+        assert field(b, "x", "status") is None  # alice's change is still queued
+        b.annotations["x"]["classification"] = {"name": "Stroma", "color": [0, 1, 2]}
+        b.annotations["x"]["geometry"] = square(30, 30)
+        await a.wait_for(lambda: field(a, "x", "status") == "ok" and field(a, "x", "updated") is not None
+                         and field(a, "x", "measurements")["area_um2"] == 100 * 0.25 * 0.25)
+        await settle(live, 0.7)
+        assert field(a, "x", "author") == "alice"
+    async with live.http("admin") as http:
+        entries = [(e["action"], e["user"], e["site"]) for e in (await http.get(f"/api/slides/{slide}/audit")).json()
+                   if e["annotation"] == "x"]
+    assert ("created", "alice", "Roubaix") in entries
+    assert ("classification_changed", "bob", "Mouscron") in entries
+    assert ("geometry_changed", "bob", "Mouscron") in entries
+    assert not any(user == "alice" and action != "created" for action, user, _site in entries), entries
 
 
 async def test_plain_invalid_and_no_spurious_geometry_audit(live: LiveServer, slide: str) -> None:
