@@ -99,12 +99,12 @@ class AnnotationsApi:
 
         def parse_and_check() -> tuple[list[tuple[str, dict[str, Any]]], list[Any]]:
             # Off the event loop: a 10,000-feature import is ~1 s of parsing and Shapely.
-            try:
-                with paused_gc():  # millions of small lists and dicts, none of them cyclic
+            with paused_gc():  # millions of small lists and dicts, none of them cyclic
+                try:
                     items = parse_feature_collection(parse_json(raw))
-            except GeoJSONError as exc:
-                raise BadRequest(f"not importable GeoJSON: {exc}") from exc
-            return items, [guard.check(r) for _, r in items]
+                except GeoJSONError as exc:
+                    raise BadRequest(f"not importable GeoJSON: {exc}") from exc
+                return items, [guard.check(r) for _, r in items]
 
         if len(raw) > _THREAD_BYTES:
             items, verdicts = await asyncio.to_thread(parse_and_check)
