@@ -426,3 +426,16 @@ async def test_edit_right_after_reload_keeps_the_original_author(tmp_path) -> No
             b.annotations["k7"]["name"] = "renamed by bob"
             await b.wait_for(lambda: b.annotations["k7"].get("updated", 0) > b.annotations["k7"].get("created", 0))
             assert b.annotations["k7"]["author"] == "alice"
+
+
+async def test_server_transaction_refuses_to_nest(live: LiveServer, slide: str) -> None:
+    async with live.client(slide) as a:
+        a.annotations["k"] = ann(square(10, 10))
+        await a.wait_for(lambda: field(a, "k", "status") == "ok")
+        room = live.app.state.collab.rooms.get("slide:" + slide)
+        with pytest.raises(RuntimeError, match="inside another transaction"), room.doc.transaction():
+            with room.server_transaction():
+                pass
+        with room.server_transaction():  # on its own it writes, stores and relays
+            room.doc.get("annotations", type=Map)["k"]["name"] = "by the server"
+        await a.wait_for(lambda: field(a, "k", "name") == "by the server")
