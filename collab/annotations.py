@@ -1,7 +1,7 @@
 """AnnotationGuard: check, repair, measure, stamp and index the annotations of a slide room.
 
 The guard follows the room's `annotations` map (observe_deep). While a client's update is
-applied it only notes which annotation ids changed (Room.after_apply queues them); a few
+applied it only notes which annotation ids changed (its after_apply hook queues them); a few
 milliseconds later, normally after that update has been relayed, it checks the changed ones and
 writes what the server owns (status, problem, measurements, author, updated, a repaired
 geometry) in ONE transaction with origin "collab-server", which is stored and relayed like any
@@ -18,7 +18,7 @@ import functools
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from collab.auth import Principal
 from collab.connection import Connection
 from collab.gc_pause import paused_gc
 from collab.geometry import GeometryVerdict, check_geometry, merge_measurements
-from collab.room import Room
+from collab.room import Room, RoomHooks
 from collab.spatial import SpatialIndex
 from collab.store import AuditRecord, Store
 
@@ -169,7 +169,7 @@ class Known:
     comments: int = 0
 
 
-class AnnotationGuard:
+class AnnotationGuard(RoomHooks):
     def __init__(
         self,
         room: Room,
@@ -217,13 +217,8 @@ class AnnotationGuard:
         state = self.doc.get_update()
         self.room.prime_full_state(state)  # the first joiners need this very encoding
         self._subscription = self.annotations.observe_deep(self._on_change)
-        self.room.before_apply = self.before_apply
-        self.room.after_apply = self.after_apply
-        self.room.before_retire = self.settle
-        self.room.on_close = self.close
-        task = self._load_task = asyncio.get_running_loop().create_task(self._load_stored(state))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.room.hooks = self
+        self._load_task = self._spawn(self._load_stored(state))
 
     async def _load_stored(self, state: bytes) -> None:
         try:
@@ -377,10 +372,8 @@ class AnnotationGuard:
             self._collect_verdicts(inline, verdicts, batch, changed_since=False)
         self._commit(batch)
         if later:
-            task = asyncio.get_running_loop().create_task(self._check_later(later))
-            self._tasks.add(task)
+            task = self._spawn(self._check_later(later))
             self._check_tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
             task.add_done_callback(self._check_tasks.discard)
 
     def _check_safely(self, check: Check) -> GeometryVerdict | None:
@@ -396,8 +389,8 @@ class AnnotationGuard:
         """Note one client update's changes in `batch`; answer the geometries to check.
         `at` is when the change arrived (audit and `updated` times)."""
         checks: list[Check] = []
+        audit = functools.partial(batch.audit, self.room.key, principal, at)
         for key in sorted(ids):
-            audit = functools.partial(batch.audit, self.room.key, principal, at)
             value = self.annotations.get(key)
             if value is None:
                 if self.known.pop(key, None) is not None:
@@ -544,9 +537,14 @@ class AnnotationGuard:
 
     def _maybe_refresh(self) -> None:
         if self.index.needs_rebuild:
-            task = asyncio.get_running_loop().create_task(self.index.refresh())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self.index.refresh())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` in the background, held here until it ends (the loop keeps weak references)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # --- server-side imports ---------------------------------------------------------------
 

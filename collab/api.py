@@ -130,20 +130,13 @@ class Api:
         return str(record["path"])
 
     async def slide_dzi(self, request: Request) -> Response:
-        path = await self._slide_file(request)
-        try:
-            xml = await self._images.dzi(path)
-        except SlideImageError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+        xml = await self._images.dzi(await self._slide_file(request))  # SlideImageError: 4xx
         return Response(xml, media_type="application/xml")
 
     async def slide_tile(self, request: Request) -> Response:
         path = await self._slide_file(request)
         p = request.path_params
-        try:
-            jpeg = await self._images.tile(path, p["level"], p["col"], p["row"])
-        except SlideImageError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+        jpeg = await self._images.tile(path, p["level"], p["col"], p["row"])  # SlideImageError: 4xx
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     def routes(self) -> list[Route]:

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from collab.geometry import closed_rings
+from collab.geometry import closed_rings, describe_value
 
 __all__ = [
     "GeoJSONError",
@@ -84,20 +84,20 @@ def feature_to_annotation(
 ) -> tuple[str, dict[str, Any]]:
     """One Feature as ``(id, record)``; raises GeoJSONError if it is not one."""
     if not isinstance(feature, Mapping):
-        raise GeoJSONError(f"a Feature must be an object, not {_kind_of(feature)}")
+        raise GeoJSONError(f"a Feature must be an object, not {describe_value(feature)}")
     if feature.get("type") != "Feature":
         raise GeoJSONError(f'"type" must be "Feature", not {_shown(feature.get("type"))}')
     key = _feature_id(feature.get("id"), new_id)
     geometry = feature.get("geometry")
     if not isinstance(geometry, Mapping) or not isinstance(geometry.get("type"), str):
         raise GeoJSONError(
-            f'"geometry" must be a GeoJSON geometry object, not {_kind_of(geometry)}'
+            f'"geometry" must be a GeoJSON geometry object, not {describe_value(geometry)}'
         )
     properties = feature.get("properties")
     if properties is None:
         properties = {}
     if not isinstance(properties, Mapping):
-        raise GeoJSONError(f'"properties" must be an object, not {_kind_of(properties)}')
+        raise GeoJSONError(f'"properties" must be an object, not {describe_value(properties)}')
     return key, _record(dict(geometry), properties)
 
 
@@ -147,7 +147,7 @@ def _features_of(body: object) -> list[Any]:
     if not isinstance(body, Mapping):
         raise GeoJSONError(
             f"the body must be a GeoJSON FeatureCollection, Feature or list of Features, "
-            f"not {_kind_of(body)}"
+            f"not {describe_value(body)}"
         )
     kind = body.get("type")
     if kind == "Feature":
@@ -156,7 +156,7 @@ def _features_of(body: object) -> list[Any]:
         raise GeoJSONError(f'"type" must be "FeatureCollection" or "Feature", not {_shown(kind)}')
     features = body.get("features")
     if not isinstance(features, list):
-        raise GeoJSONError(f'"features" must be a list, not {_kind_of(features)}')
+        raise GeoJSONError(f'"features" must be a list, not {describe_value(features)}')
     return features
 
 
@@ -168,7 +168,7 @@ def _feature_id(value: object, new_id: Callable[[], str]) -> str:
     if not isinstance(value, str) or not value or len(value) > _MAX_ID_LENGTH:
         raise GeoJSONError(
             f'"id" must be a non-empty string of at most {_MAX_ID_LENGTH} characters, '
-            f"not {_kind_of(value)}"
+            f"not {describe_value(value)}"
         )
     return value
 
@@ -183,13 +183,13 @@ def _record(geometry: dict[str, Any], props: Mapping[str, Any]) -> dict[str, Any
     record: dict[str, Any] = {"geometry": geometry}
     if "name" in props and props["name"] is not None:
         if not isinstance(props["name"], str):
-            raise GeoJSONError(f'"name" must be a string, not {_kind_of(props["name"])}')
+            raise GeoJSONError(f'"name" must be a string, not {describe_value(props["name"])}')
         record["name"] = props["name"]
     record["classification"] = _classification(props.get("classification"))
     if "isLocked" in props:
         if not isinstance(props["isLocked"], bool):
             raise GeoJSONError(
-                f'"isLocked" must be true or false, not {_kind_of(props["isLocked"])}'
+                f'"isLocked" must be true or false, not {describe_value(props["isLocked"])}'
             )
         record["locked"] = props["isLocked"]
     if "measurements" in props:
@@ -197,13 +197,13 @@ def _record(geometry: dict[str, Any], props: Mapping[str, Any]) -> dict[str, Any
     for field in ("author", "status", "problem"):
         if field in props:
             if props[field] is not None and not isinstance(props[field], str):
-                raise GeoJSONError(f'"{field}" must be a string, not {_kind_of(props[field])}')
+                raise GeoJSONError(f'"{field}" must be a string, not {describe_value(props[field])}')
             record[field] = props[field]
     for field in ("created", "updated"):
         if field in props:
             if not _is_number(props[field]):
                 raise GeoJSONError(
-                    f'"{field}" must be a time in ms since the epoch, not {_kind_of(props[field])}'
+                    f'"{field}" must be a time in ms since the epoch, not {describe_value(props[field])}'
                 )
             record[field] = props[field]
     if "comments" in props:
@@ -251,12 +251,12 @@ def _qupath_classification(value: Mapping[str, Any]) -> dict[str, Any]:
 def _classification_problem(value: object) -> str | None:
     """Why a value is not a QuPath classification, or None if it is one."""
     if not isinstance(value, Mapping):
-        return f'"classification" must be an object or null, not {_kind_of(value)}'
+        return f'"classification" must be an object or null, not {describe_value(value)}'
     name, names = value.get("name"), value.get("names")
     if name is None and names is None:
         return '"classification" needs a "name" (or QuPath\'s "names")'
     if name is not None and (not isinstance(name, str) or not name):
-        return f'"classification.name" must be a non-empty string, not {_kind_of(name)}'
+        return f'"classification.name" must be a non-empty string, not {describe_value(name)}'
     if names is not None and (
         not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names)
     ):
@@ -288,15 +288,15 @@ def _measurements(value: object) -> dict[str, Any]:
                 raise GeoJSONError(f'"measurements[{i}]" must be an object with a "name"')
             out[item["name"]] = item.get("value")
         return out
-    raise GeoJSONError(f'"measurements" must be an object or a list, not {_kind_of(value)}')
+    raise GeoJSONError(f'"measurements" must be an object or a list, not {describe_value(value)}')
 
 
 def _comments(value: object) -> list[dict[str, Any]]:
     if not isinstance(value, list):
-        raise GeoJSONError(f'"comments" must be a list, not {_kind_of(value)}')
+        raise GeoJSONError(f'"comments" must be a list, not {describe_value(value)}')
     for i, comment in enumerate(value):
         if not isinstance(comment, Mapping):
-            raise GeoJSONError(f'"comments[{i}]" must be an object, not {_kind_of(comment)}')
+            raise GeoJSONError(f'"comments[{i}]" must be an object, not {describe_value(comment)}')
         if not isinstance(comment.get("text"), str):
             raise GeoJSONError(f'"comments[{i}].text" must be a string')
         for field in ("id", "author"):
@@ -315,20 +315,4 @@ def _is_number(value: object) -> bool:
 
 
 def _shown(value: object) -> str:
-    return repr(value[:40]) if isinstance(value, str) else _kind_of(value)
-
-
-def _kind_of(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return f"the string {value[:40]!r}"
-    if isinstance(value, int | float):
-        return f"the number {value!r}"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return f"a {type(value).__name__}"
+    return repr(value[:40]) if isinstance(value, str) else describe_value(value)

@@ -27,6 +27,7 @@ __all__ = [
     "GeometryVerdict",
     "check_geometry",
     "closed_rings",
+    "describe_value",
     "measure",
     "merge_measurements",
     "to_geojson",
@@ -215,10 +216,10 @@ def _parse(geom: object, max_vertices: int) -> tuple[str, list[Any], list[str]]:
     a list of lists for MultiPolygon.
     """
     if not isinstance(geom, Mapping):
-        raise _Invalid(f"The geometry must be a GeoJSON object, not {_kind_of(geom)}.")
+        raise _Invalid(f"The geometry must be a GeoJSON object, not {describe_value(geom)}.")
     kind = geom.get("type")
     if kind not in ALLOWED_TYPES:
-        shown = repr(kind) if isinstance(kind, str) else _kind_of(kind)
+        shown = repr(kind) if isinstance(kind, str) else describe_value(kind)
         raise _Invalid(
             f"The geometry type {shown[:80]} is not supported; use one of "
             f"{', '.join(ALLOWED_TYPES)}."
@@ -259,7 +260,7 @@ def _sequences(value: object, depth: int, where: str) -> list[Sequence[Any]]:
     if depth == 0:
         return []
     if not _is_list(value):
-        raise _Invalid(f"The geometry's {where} must be a list, not {_kind_of(value)}.")
+        raise _Invalid(f"The geometry's {where} must be a list, not {describe_value(value)}.")
     if depth == 1:
         return [value]  # type: ignore[list-item]
     out: list[Sequence[Any]] = []
@@ -340,7 +341,7 @@ def _positions_slow(value: Sequence[Any], where: str) -> np.ndarray:
     for i, pos in enumerate(value):
         if not _is_list(pos) or len(pos) not in (2, 3):
             raise _Invalid(
-                f"Position {_at(where, i)} must be a list of 2 numbers [x, y], not {_kind_of(pos)}."
+                f"Position {_at(where, i)} must be a list of 2 numbers [x, y], not {describe_value(pos)}."
             )
         if width is not None and len(pos) != width:
             raise _Invalid(f"Positions in {where} mix 2 and 3 numbers.")
@@ -348,7 +349,7 @@ def _positions_slow(value: Sequence[Any], where: str) -> np.ndarray:
         row = []
         for v in pos:
             if type(v) not in (int, float):  # bool is an int subclass: refused here
-                raise _Invalid(f"Position {_at(where, i)} holds {_kind_of(v)}, not a number.")
+                raise _Invalid(f"Position {_at(where, i)} holds {describe_value(v)}, not a number.")
             try:
                 row.append(float(v))
             except OverflowError:
@@ -470,7 +471,8 @@ def _describe(shape: shapely.Geometry) -> str:
     return f"a {kind}"
 
 
-def _kind_of(value: object) -> str:
+def describe_value(value: object) -> str:
+    """What a client sent, for error messages: "null", "the string 'x'", "a list of 3 items"."""
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from pycrdt import Doc, merge_updates
 
@@ -49,6 +49,22 @@ _EMPTY_STATE_VECTOR = b"\x00"
 WriteGuard = Callable[[Connection, bytes], str | None]
 
 
+class RoomHooks:
+    """What server-side work attached to a room (the annotation checks) is told; no-ops here."""
+
+    def before_apply(self, conn: Connection) -> None:
+        """A client's update is about to be applied."""
+
+    def after_apply(self, conn: Connection) -> None:
+        """A client's update was applied and queued for the store."""
+
+    async def settle(self) -> None:
+        """The room is about to be unloaded: finish the server's own pending writes."""
+
+    def close(self) -> None:
+        """The room is gone (unloaded or dropped): write nothing more to it."""
+
+
 class Room:
     """The clients, document and presence of one room."""
 
@@ -80,12 +96,7 @@ class Room:
         self._committed: list[tuple[bytes, Connection | None]] = []  # durable, not yet relayed
         self._full_state: bytes | None = None  # cached answer to an empty state vector
         self.failed = False
-        # Called right before and right after a client's update is applied (server corrections).
-        self.before_apply: Callable[[Connection], None] | None = None
-        self.after_apply: Callable[[Connection], None] | None = None
-        # Awaited before the room is unloaded: finishes the server's own pending writes.
-        self.before_retire: Callable[[], Awaitable[None]] | None = None
-        self.on_close: Callable[[], None] | None = None  # the room is gone: stop writing to it
+        self.hooks = RoomHooks()  # server-side work following the document (annotation checks)
 
     # -- membership -------------------------------------------------------------------------
 
@@ -149,16 +160,14 @@ class Room:
                 metrics.REFUSALS.labels(reason="write_guard").inc()
                 conn.send(encode_permission_denied(f"permission-denied: {refusal}"))
                 return
-        if self.before_apply is not None:
-            self.before_apply(conn)
+        self.hooks.before_apply(conn)
         try:
             self.doc.apply_update(update)
         except ValueError as exc:
             raise ProtocolError(f"update rejected: {exc}") from exc
         metrics.UPDATES_IN.inc()
         self.persist_and_relay(update, sender=conn)
-        if self.after_apply is not None:
-            self.after_apply(conn)
+        self.hooks.after_apply(conn)
 
     @contextlib.contextmanager
     def server_transaction(self) -> Iterator[None]:
@@ -283,8 +292,7 @@ class Room:
             conn.close_soon(1011, why)
 
     def close(self) -> None:
-        if self.on_close is not None:
-            self.on_close()
+        self.hooks.close()
         self.presence.close()
 
 

@@ -176,8 +176,8 @@ class RoomManager:
 
     async def _retire(self, room: Room) -> None:
         """Flush what is pending and fold the log, so the next load is one snapshot."""
-        if room.before_retire is not None and not room.failed:
-            await room.before_retire()
+        if not room.failed:
+            await room.hooks.settle()
         if room.log_entries > 0 and not room.failed:
             room.compact()
         await room.flush()

@@ -61,15 +61,15 @@ from typing import NamedTuple
 import openslide
 from openslide.deepzoom import DeepZoomGenerator
 
+from collab.errors import CollabError
+
 __all__ = ["SlideImageError", "SlideImages", "SlideUnreadable", "TileNotFound"]
 
 StrPath = str | os.PathLike[str]
 
 
-class SlideImageError(Exception):
-    """Base of the errors below; `http_status` is what the HTTP layer should answer."""
-
-    http_status = 500
+class SlideImageError(CollabError):
+    """Base of the errors below; `http_status` is what the HTTP layer answers."""
 
 
 class SlideUnreadable(SlideImageError):

@@ -59,6 +59,51 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
+class BrowserPage:
+    """One user in one browser context, on a collab page opened at `path` (after the base URL)."""
+
+    artifacts = ROOT / "test-artifacts" / "browser"  # where screenshots go
+    settle_timeout = 15_000.0  # ms
+
+    def __init__(self, browser: Any, server: ServerProcess, path: str, ready: str, name: str) -> None:
+        self.name = name
+        self.context = browser.new_context(viewport=VIEWPORT)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.goto(f"{server.base_url}{path}")
+        self.page.wait_for_function(ready, timeout=30_000)
+
+    def state(self) -> dict[str, Any]:
+        return self.page.evaluate("window.collab.state()")
+
+    def js(self, expr: str, arg: Any = None) -> Any:
+        return self.page.evaluate(expr, arg)
+
+    def client_xy(self, x: float, y: float) -> tuple[float, float]:
+        """Slide pixels -> page pixels."""
+        cx, cy = self.js("([x, y]) => window.collab.imageToClient(x, y)", [x, y])
+        return cx, cy
+
+    def viewer_center(self) -> tuple[float, float]:
+        box = self.page.locator("[data-testid=viewer]").bounding_box()
+        return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+    def settle(self, timeout: float | None = None) -> None:
+        """Wait until the view stopped moving and every tile on screen is drawn."""
+        self.page.wait_for_function(TILES, timeout=timeout or self.settle_timeout)
+        self.page.wait_for_timeout(300)
+
+    def screenshot(self, name: str) -> Path:
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        path = self.artifacts / name
+        self.page.screenshot(path=str(path))
+        return path
+
+    def close(self) -> None:
+        self.context.close()
+
+
 def viewport_close(a: dict[str, float] | None, b: dict[str, float] | None, tol: float = 0.02) -> bool:
     """Same center (within tol of the width), same size (within tol) and same rotation."""
     if not a or not b:

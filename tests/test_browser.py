@@ -19,7 +19,7 @@ import pytest
 
 from collab.auth import TokenAuthenticator
 from collab.demo import DEFAULT_MPP, DEMO_ID
-from tests.browser_support import TILES, VIEWPORT, viewport_close, wait_until
+from tests.browser_support import VIEWPORT, BrowserPage, viewport_close, wait_until
 from tests.conftest import SECRET, ServerProcess
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -53,46 +53,11 @@ def tokens() -> dict[str, str]:
     }
 
 
-class Page:
-    """One user in one browser context."""
+class Page(BrowserPage):
+    """One user in one browser context, on the demo slide."""
 
     def __init__(self, browser: Any, server: ServerProcess, token: str, name: str) -> None:
-        self.name = name
-        self.context = browser.new_context(viewport=VIEWPORT)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.goto(f"{server.base_url}/app/?slide={DEMO_ID}&token={token}")
-        self.page.wait_for_function(READY, timeout=30_000)
-
-    def state(self) -> dict[str, Any]:
-        return self.page.evaluate("window.collab.state()")
-
-    def js(self, expr: str, arg: Any = None) -> Any:
-        return self.page.evaluate(expr, arg)
-
-    def client_xy(self, x: float, y: float) -> tuple[float, float]:
-        """Slide pixels -> page pixels."""
-        cx, cy = self.js("([x, y]) => window.collab.imageToClient(x, y)", [x, y])
-        return cx, cy
-
-    def viewer_center(self) -> tuple[float, float]:
-        box = self.page.locator("[data-testid=viewer]").bounding_box()
-        return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-
-    def settle(self, timeout: float = 15_000) -> None:
-        """Wait until the view stopped moving and every tile on screen is drawn."""
-        self.page.wait_for_function(TILES, timeout=timeout)
-        self.page.wait_for_timeout(300)
-
-    def screenshot(self, name: str) -> Path:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / name
-        self.page.screenshot(path=str(path))
-        return path
-
-    def close(self) -> None:
-        self.context.close()
+        super().__init__(browser, server, f"/app/?slide={DEMO_ID}&token={token}", READY, name)
 
 
 @pytest.fixture

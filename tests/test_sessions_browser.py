@@ -21,7 +21,7 @@ import pytest
 
 from collab.auth import TokenAuthenticator
 from collab.demo import DEMO_FILENAME, DEMO_ID
-from tests.browser_support import TILES, VIEWPORT, viewport_close, wait_until
+from tests.browser_support import BrowserPage, viewport_close, wait_until
 from tests.conftest import SECRET, ServerProcess
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -84,37 +84,20 @@ def create_session(server: ServerProcess, token: str, slides: list[str], title: 
     return record
 
 
-class Page:
+class Page(BrowserPage):
     """One participant of the session in one browser context."""
 
-    def __init__(self, browser: Any, server: ServerProcess, session_id: str, token: str, name: str) -> None:
-        self.name = name
-        self.context = browser.new_context(viewport=VIEWPORT)
-        self.page = self.context.new_page()
-        self.errors: list[str] = []
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.goto(f"{server.base_url}/app/?session={session_id}&token={token}")
-        self.page.wait_for_function(READY, timeout=30_000)
+    artifacts = ARTIFACTS
+    settle_timeout = 20_000.0
 
-    def state(self) -> dict[str, Any]:
-        return self.page.evaluate("window.collab.state()")
+    def __init__(self, browser: Any, server: ServerProcess, session_id: str, token: str, name: str) -> None:
+        super().__init__(browser, server, f"/app/?session={session_id}&token={token}", READY, name)
 
     def session(self) -> dict[str, Any]:
         return self.page.evaluate("window.collab.state().session")
 
-    def js(self, expr: str, arg: Any = None) -> Any:
-        return self.page.evaluate(expr, arg)
-
     def testid(self, testid: str) -> Any:
         return self.page.locator(f"[data-testid={testid}]")
-
-    def viewer_center(self) -> tuple[float, float]:
-        box = self.page.locator("[data-testid=viewer]").bounding_box()
-        return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-
-    def client_xy(self, x: float, y: float) -> tuple[float, float]:
-        cx, cy = self.js("([x, y]) => window.collab.imageToClient(x, y)", [x, y])
-        return cx, cy
 
     def drag(self, dx: float, dy: float, steps: int = 8) -> None:
         x, y = self.viewer_center()
@@ -125,20 +108,6 @@ class Page:
 
     def on_slide(self, slide_id: str, timeout: float = 20_000) -> None:
         self.page.wait_for_function(ON_SLIDE, arg=slide_id, timeout=timeout)
-
-    def settle(self, timeout: float = 20_000) -> None:
-        """Wait until the view stopped moving and every tile on screen is drawn."""
-        self.page.wait_for_function(TILES, timeout=timeout)
-        self.page.wait_for_timeout(300)
-
-    def screenshot(self, name: str) -> Path:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / name
-        self.page.screenshot(path=str(path))
-        return path
-
-    def close(self) -> None:
-        self.context.close()
 
 
 # ---- helpers ---------------------------------------------------------------------------------
