@@ -28,7 +28,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import collab.room as room_module
+import collab.live.room as room_module
 from tests.conftest import make_settings, serving
 
 HARNESS = Path(__file__).resolve().parent / "work" / "fanout.mjs"

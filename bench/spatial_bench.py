@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import shapely
 
-from collab.geometry import check_geometry
-from collab.spatial import SpatialIndex, build_tree
+from collab.annotations.geometry import check_geometry
+from collab.annotations.spatial import SpatialIndex, build_tree
 
 WIDTH, HEIGHT = 100_000, 80_000
 VIEWPORTS = {"screen 2000x1200": (2000, 1200), "large 10000x6000": (10_000, 6000)}

@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
 async def _session_create(args: argparse.Namespace) -> int:
     """Create a session straight in the store (safe beside a running server: SQLite WAL)."""
     from collab.errors import CollabError
-    from collab.registry import SlideRegistry
-    from collab.sessions import SessionRegistry, session_key
+    from collab.sessions.registry import SessionRegistry, session_key
+    from collab.slides.registry import SlideRegistry
     from collab.store import open_store
 
     settings = Settings.from_env(os.environ, data=args.data, public_url=args.public_url)

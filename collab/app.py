@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -17,22 +18,23 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from collab import metrics
-from collab.annotations import slide_hook
-from collab.annotations_api import AnnotationsApi
-from collab.api import Api, error_response
+from collab.annotations.api import AnnotationsApi
+from collab.annotations.guard import slide_hook
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
-from collab.bus import LocalBus
-from collab.demo import ensure_demo_slide
 from collab.errors import CollabError, Forbidden
-from collab.registry import SlideRegistry
-from collab.room import Room
-from collab.rooms import RoomManager
-from collab.sessions import SessionGuard, SessionRegistry, may_join
-from collab.sessions_api import SessionsApi
+from collab.http import JSONResponse, RequestAuth, error_response
+from collab.live.bus import LocalBus
+from collab.live.room import Room
+from collab.live.rooms import RoomManager
+from collab.live.ws import RoomEndpoint
+from collab.sessions.api import SessionsApi
+from collab.sessions.registry import SessionGuard, SessionRegistry, may_join
 from collab.settings import Settings
+from collab.slides.api import SlidesApi
+from collab.slides.demo import ensure_demo_slide
+from collab.slides.registry import SlideRegistry
+from collab.slides.tiles import SlideImages
 from collab.store import AuditRecord, open_store
-from collab.tiles import SlideImages
-from collab.ws import RoomEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ class Collab:
         self.rooms = RoomManager(self.store, self.bus, settings)  # type: ignore[arg-type]
         self.slides = SlideRegistry(self.store)  # type: ignore[arg-type]
         self.images = SlideImages()
-        self.api = Api(self.authenticator, self.slides, settings, self.images)
+        self.api = RequestAuth(self.authenticator, settings.allowed_origins)
+        self.slides_api = SlidesApi(self.api, self.slides, self.images)
         if settings.geometry_checks:
             self.rooms.on_load(slide_hook(self.slides, self.store, settings.max_vertices))  # type: ignore[arg-type]
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)  # type: ignore[arg-type]
@@ -117,7 +120,9 @@ class Collab:
         }
         routes: list[Route | Mount | WebSocketRoute] = [
             Route("/", lambda request: RedirectResponse("/app/"), methods=["GET"]),
-            *self.api.routes(),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics_text, methods=["GET"]),
+            *self.slides_api.routes(),
             *self.annotations_api.routes(),
             WebSocketRoute(
                 "/ws/slides/{doc_id:path}",
@@ -132,6 +137,14 @@ class Collab:
         if STATIC_APP.is_dir():
             routes.append(Mount("/app", StaticFiles(directory=STATIC_APP, html=True), name="app"))
         return routes
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics_text(request: Request) -> Response:
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 def demo_links(auth: TokenAuthenticator, base_url: str, slide_id: str, ttl: float = 12 * 3600) -> list[str]:

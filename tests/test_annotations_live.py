@@ -13,7 +13,7 @@ import pytest
 import shapely
 from pycrdt import Array, Doc, Map
 
-import collab.annotations as annotations_module
+import collab.annotations.guard as annotations_module
 from tests.conftest import LiveServer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qupath_export.geojson"

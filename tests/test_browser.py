@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from collab.auth import TokenAuthenticator
-from collab.demo import DEFAULT_MPP, DEMO_ID
+from collab.slides.demo import DEFAULT_MPP, DEMO_ID
 from tests.browser_support import VIEWPORT, BrowserPage, viewport_close, wait_until
 from tests.conftest import SECRET, ServerProcess
 

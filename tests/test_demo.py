@@ -8,8 +8,8 @@ import numpy as np
 import openslide
 import pytest
 
-from collab.demo import DEFAULT_MPP, DemoSlide, ensure_demo_slide
-from collab.tiles import SlideImages
+from collab.slides.demo import DEFAULT_MPP, DemoSlide, ensure_demo_slide
+from collab.slides.tiles import SlideImages
 
 
 def test_small_demo_slide_is_a_pyramid_openslide_reads(tmp_path):

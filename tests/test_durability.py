@@ -10,7 +10,7 @@ import httpx
 import pytest
 from pycrdt import Doc, Map
 
-import collab.annotations as annotations_module
+import collab.annotations.guard as annotations_module
 from collab.auth import TokenAuthenticator
 from collab.store import open_store
 from tests.conftest import SECRET, ServerProcess, make_settings, serving

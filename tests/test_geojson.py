@@ -12,14 +12,14 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from collab.geojson import (
+from collab.annotations.geojson import (
     GeoJSONError,
     annotation_to_feature,
     feature_collection,
     feature_to_annotation,
     parse_feature_collection,
 )
-from collab.geometry import MEASUREMENT_KEYS, check_geometry, merge_measurements
+from collab.annotations.geometry import MEASUREMENT_KEYS, check_geometry, merge_measurements
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qupath_export.geojson"
 SERVER_PROPERTIES = ("author", "status", "problem", "created", "updated", "comments")

@@ -10,7 +10,7 @@ import shapely
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collab.geometry import (
+from collab.annotations.geometry import (
     ALLOWED_TYPES,
     GeometryVerdict,
     check_geometry,

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from websockets.client import ClientProtocol
 from websockets.uri import parse_uri
 
-from collab.protocol import encode_awareness, encode_update, write_var_uint
+from collab.live.protocol import encode_awareness, encode_update, write_var_uint
 from tests.conftest import LiveServer, make_settings, serving, start_server
 from tests.test_live_rooms import annotation
 from tests.yclient import YClient

@@ -116,7 +116,7 @@ async def test_foreign_client_id_presence_is_refused(live: LiveServer, slide: st
         a.set_presence({"cursor": {"x": 1, "y": 1}})
         await obs.wait_for(lambda: a.doc.client_id in obs.presence)
         # mallory forges an update for alice's client id with a newer clock
-        from collab.protocol import AwarenessEntry, encode_awareness, encode_awareness_update
+        from collab.live.protocol import AwarenessEntry, encode_awareness, encode_awareness_update
         forged = AwarenessEntry(a.doc.client_id, 99, '{"cursor":{"x":666,"y":666}}')
         await m.send_raw(encode_awareness(encode_awareness_update([forged])))
         removal = AwarenessEntry(a.doc.client_id, 100, "null")

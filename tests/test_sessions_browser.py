@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from collab.auth import TokenAuthenticator
-from collab.demo import DEMO_FILENAME, DEMO_ID
+from collab.slides.demo import DEMO_FILENAME, DEMO_ID
 from tests.browser_support import BrowserPage, viewport_close, wait_until
 from tests.conftest import SECRET, ServerProcess
 

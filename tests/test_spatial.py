@@ -11,7 +11,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collab.spatial import SpatialIndex, build_tree
+from collab.annotations.spatial import SpatialIndex, build_tree
 
 SIZE = 1000  # the random slide is SIZE x SIZE pixels
 

@@ -15,8 +15,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from collab.demo import ensure_demo_slide
-from collab.tiles import SlideImageError, SlideImages, SlideUnreadable, TileNotFound
+from collab.slides.demo import ensure_demo_slide
+from collab.slides.tiles import SlideImageError, SlideImages, SlideUnreadable, TileNotFound
 
 DZ = "{http://schemas.microsoft.com/deepzoom/2008}"
 W, H = 3000, 2200  # not multiples of 254, so the last column and row are narrower

@@ -12,7 +12,7 @@ import orjson
 import websockets
 from pycrdt import Doc, Map
 
-from collab.protocol import (
+from collab.live.protocol import (
     AuthMessage,
     AwarenessEntry,
     AwarenessMessage,

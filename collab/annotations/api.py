@@ -10,15 +10,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.annotations import AnnotationGuard
-from collab.api import Api, JSONResponse, parse_json, read_body
+from collab.annotations.geojson import GeoJSONError, feature_collection, parse_feature_collection
+from collab.annotations.guard import AnnotationGuard
 from collab.errors import BadRequest, Forbidden
 from collab.gc_pause import paused_gc
-from collab.geojson import GeoJSONError, feature_collection, parse_feature_collection
-from collab.registry import SlideRegistry
-from collab.room import Room
-from collab.rooms import RoomManager
+from collab.http import JSONResponse, RequestAuth, parse_json, read_body
+from collab.live.room import Room
+from collab.live.rooms import RoomManager
 from collab.settings import Settings
+from collab.slides.registry import SlideRegistry
 from collab.store import Store
 
 # Imports this large are checked in a worker thread.
@@ -40,7 +40,7 @@ def _numbers(text: str | None, count: int, what: str) -> list[float] | None:
 
 
 class AnnotationsApi:
-    def __init__(self, api: Api, rooms: RoomManager, slides: SlideRegistry, store: Store,
+    def __init__(self, api: RequestAuth, rooms: RoomManager, slides: SlideRegistry, store: Store,
                  settings: Settings) -> None:
         self._api = api
         self._rooms = rooms

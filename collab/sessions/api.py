@@ -6,15 +6,15 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from collab.api import Api, JSONResponse, read_json
 from collab.errors import Forbidden
-from collab.registry import SlideRegistry
-from collab.sessions import SessionRegistry, build_summary, may_join, session_key, summary_html
+from collab.http import JSONResponse, RequestAuth, read_json
+from collab.sessions.registry import SessionRegistry, build_summary, may_join, session_key, summary_html
+from collab.slides.registry import SlideRegistry
 from collab.store import Store
 
 
 class SessionsApi:
-    def __init__(self, api: Api, sessions: SessionRegistry, slides: SlideRegistry, store: Store) -> None:
+    def __init__(self, api: RequestAuth, sessions: SessionRegistry, slides: SlideRegistry, store: Store) -> None:
         self._api = api
         self._sessions = sessions
         self._slides = slides

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING
 import orjson
 
 from collab import metrics
-from collab.protocol import (
+from collab.live.protocol import (
     AwarenessEntry,
     decode_awareness_update,
     encode_awareness,
     encode_awareness_update,
 )
-from collab.ratelimit import TokenBucket
+from collab.live.ratelimit import TokenBucket
 
 if TYPE_CHECKING:
-    from collab.connection import Connection
+    from collab.live.connection import Connection
 
 log = logging.getLogger(__name__)
 

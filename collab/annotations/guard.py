@@ -25,12 +25,12 @@ from typing import Any
 import orjson
 from pycrdt import Array, Doc, Map
 
+from collab.annotations.geometry import GeometryVerdict, check_geometry, merge_measurements
+from collab.annotations.spatial import SpatialIndex
 from collab.auth import Principal
-from collab.connection import Connection
 from collab.gc_pause import paused_gc
-from collab.geometry import GeometryVerdict, check_geometry, merge_measurements
-from collab.room import Room, RoomHooks
-from collab.spatial import SpatialIndex
+from collab.live.connection import Connection
+from collab.live.room import Room, RoomHooks
 from collab.store import AuditRecord, Store
 
 log = logging.getLogger(__name__)

@@ -17,10 +17,10 @@ from typing import Any
 from pycrdt import Array, Doc, Map
 
 from collab.auth import Principal
-from collab.connection import Connection
 from collab.errors import BadRequest, Forbidden, NotFound
-from collab.registry import SlideRegistry, check_id
-from collab.room import SERVER_ORIGIN, Room
+from collab.live.connection import Connection
+from collab.live.room import SERVER_ORIGIN, Room
+from collab.slides.registry import SlideRegistry, check_id
 from collab.store import AuditRecord, Store
 
 log = logging.getLogger(__name__)

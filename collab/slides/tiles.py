@@ -8,7 +8,7 @@ annotations are stored in. Wiring in collab/api.py::
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from collab.tiles import SlideImageError, SlideImages
+    from collab.slides.tiles import SlideImageError, SlideImages
 
     images = SlideImages()  # one per app; images.close() at shutdown (lifespan)
 

@@ -21,12 +21,12 @@ from starlette.types import Receive, Send
 from collab import metrics
 from collab.auth import Principal
 from collab.errors import CollabError, LimitExceeded, SlowConsumer, UnsupportedData
-from collab.protocol import SyncMessage, SyncType, decode_message
-from collab.ratelimit import TokenBucket
+from collab.live.protocol import SyncMessage, SyncType, decode_message
+from collab.live.ratelimit import TokenBucket
 from collab.settings import Settings
 
 if TYPE_CHECKING:
-    from collab.room import Room
+    from collab.live.room import Room
 
 log = logging.getLogger(__name__)
 

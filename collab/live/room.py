@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pycrdt import Doc, merge_updates
 
 from collab import metrics
-from collab.bus import Bus
-from collab.connection import Connection
 from collab.errors import ProtocolError
-from collab.presence import Presence
-from collab.protocol import (
+from collab.live.bus import Bus
+from collab.live.connection import Connection
+from collab.live.presence import Presence
+from collab.live.protocol import (
     EMPTY_UPDATE,
     AuthMessage,
     AwarenessMessage,

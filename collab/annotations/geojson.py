@@ -6,7 +6,7 @@ or ``{"names": [...], "color"}`` for a derived class), ``isLocked`` (written onl
 true), ``measurements`` (an object; a list of ``{"name", "value"}`` before v0.4) and
 anything else (``color``, ``metadata``...). Import is checked whole before anything is
 applied: a bad body raises :class:`GeoJSONError` naming the feature and the problem.
-The geometry itself is judged later, by ``collab.geometry.check_geometry``.
+The geometry itself is judged later, by ``collab.annotations.geometry.check_geometry``.
 
 Unknown properties are stored as fields of the record and exported back as properties,
 so they survive a round trip; the few that would clash with a record field are kept
@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from collab.geometry import closed_rings, describe_value
+from collab.annotations.geometry import closed_rings, describe_value
 
 __all__ = [
     "GeoJSONError",

@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from pycrdt import Doc
 
 from collab import metrics
-from collab.bus import Bus
-from collab.connection import Connection
 from collab.errors import StoreError, TooManyConnections
-from collab.room import Room
+from collab.live.bus import Bus
+from collab.live.connection import Connection
+from collab.live.room import Room
 from collab.settings import Settings
 from collab.store import Store
 

@@ -14,10 +14,10 @@ from urllib.parse import parse_qs
 from starlette.types import Receive, Scope, Send
 
 from collab.auth import Principal, TokenAuthenticator
-from collab.connection import Connection
 from collab.errors import CollabError, Forbidden, TooManyConnections
-from collab.origins import header, origin_allowed
-from collab.rooms import RoomManager
+from collab.http import header, origin_allowed
+from collab.live.connection import Connection
+from collab.live.rooms import RoomManager
 from collab.settings import Settings
 
 log = logging.getLogger(__name__)

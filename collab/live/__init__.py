@@ -1,0 +1,1 @@
+"""The live part: the y-websocket protocol, connections, rooms, presence and the node bus."""

@@ -1,0 +1,87 @@
+"""HTTP routes of the slide registry and of the Deep Zoom tiles of slide files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from collab.errors import BadRequest, Forbidden, NotFound
+from collab.http import JSONResponse, RequestAuth, read_json
+from collab.slides.registry import SlideRegistry, public_slide, validate_slide
+from collab.slides.tiles import SlideImageError, SlideImages
+
+log = logging.getLogger(__name__)
+
+
+class SlidesApi:
+    """Slides: list, register, and the tiles of the files the server opens itself."""
+
+    def __init__(self, auth: RequestAuth, slides: SlideRegistry, images: SlideImages) -> None:
+        self._auth = auth
+        self._slides = slides
+        self._images = images
+
+    async def list_slides(self, request: Request) -> Response:
+        principal = self._auth.principal(request)
+        records = await self._slides.list()
+        return JSONResponse([public_slide(r) for r in records if principal.may_open(r["id"])])
+
+    async def register_slide(self, request: Request) -> Response:
+        principal = self._auth.principal(request)
+        if not principal.is_admin:
+            raise Forbidden("only an admin may register slides")
+        record = validate_slide(await read_json(request, 1024 * 1024))
+        record = await self.complete_slide(record)
+        existed = await self._slides.exists(record["id"])
+        await self._slides.put(record)
+        log.info("slide registered", extra={"slide": record["id"], "user": principal.user_id})
+        return JSONResponse(public_slide(record), status_code=200 if existed else 201)
+
+    async def complete_slide(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Fill width, height and mpp of a slide file the server opens itself."""
+        if "path" not in record:
+            return record
+        try:
+            probed = await asyncio.to_thread(self._images.probe, record["path"])
+        except SlideImageError as exc:
+            raise BadRequest(f"cannot open slide file: {exc}") from exc
+        for key in ("width", "height", "mpp"):
+            record.setdefault(key, probed[key])
+        if not record.get("mpp"):
+            raise BadRequest("the slide file has no microns per pixel: give mpp")
+        return record
+
+    async def _slide_file(self, request: Request) -> str:
+        slide_id = request.path_params["slide_id"]
+        self._auth.image_principal(request).require_slide(slide_id)
+        record = await self._slides.get(slide_id)
+        if not record.get("path"):
+            raise NotFound(f"slide {slide_id!r} has no image served by this server")
+        return str(record["path"])
+
+    async def slide_dzi(self, request: Request) -> Response:
+        xml = await self._images.dzi(await self._slide_file(request))  # SlideImageError: 4xx
+        return Response(xml, media_type="application/xml")
+
+    async def slide_tile(self, request: Request) -> Response:
+        path = await self._slide_file(request)
+        p = request.path_params
+        jpeg = await self._images.tile(path, p["level"], p["col"], p["row"])  # SlideImageError: 4xx
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/slides", self.list_slides, methods=["GET"]),
+            Route("/api/slides", self.register_slide, methods=["POST"]),
+            Route("/slides/{slide_id}.dzi", self.slide_dzi, methods=["GET"]),
+            Route(
+                "/slides/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg",
+                self.slide_tile,
+                methods=["GET"],
+            ),
+        ]
