@@ -19,16 +19,19 @@ from starlette.staticfiles import StaticFiles
 
 from collab import metrics
 from collab.annotations.api import AnnotationsApi
-from collab.annotations.guard import slide_hook
+from collab.annotations.catalog import AnnotationCatalog
+from collab.annotations.guard import AnnotationGuard
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
 from collab.errors import CollabError, Forbidden
 from collab.http import JSONResponse, RequestAuth, error_response
 from collab.live.bus import LocalBus
-from collab.live.room import Room
+from collab.live.keys import SESSION, SLIDE, RoomKey
+from collab.live.policy import RoomPolicy
 from collab.live.rooms import RoomManager
 from collab.live.ws import RoomEndpoint
 from collab.sessions.api import SessionsApi
-from collab.sessions.registry import SessionGuard, SessionRegistry, may_join
+from collab.sessions.policy import SessionPolicy
+from collab.sessions.registry import SessionRegistry, may_join
 from collab.settings import Settings
 from collab.slides.api import SlidesApi
 from collab.slides.demo import ensure_demo_slide
@@ -52,22 +55,27 @@ class Collab:
         self.authenticator = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
         self.store = open_store(settings)
         self.bus = LocalBus()
-        self.rooms = RoomManager(self.store, self.bus, settings)  # type: ignore[arg-type]
+        self.rooms = RoomManager(self.store, self.bus, settings, self.policy_for)  # type: ignore[arg-type]
         self.slides = SlideRegistry(self.store)  # type: ignore[arg-type]
         self.images = SlideImages()
         self.api = RequestAuth(self.authenticator, settings.allowed_origins)
         self.slides_api = SlidesApi(self.api, self.slides, self.images)
-        if settings.geometry_checks:
-            self.rooms.on_load(slide_hook(self.slides, self.store, settings.max_vertices))  # type: ignore[arg-type]
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)  # type: ignore[arg-type]
         self.sessions = SessionRegistry(self.store, self.slides)  # type: ignore[arg-type]
         self.sessions_api = SessionsApi(self.api, self.sessions, self.slides, self.store)  # type: ignore[arg-type]
-        self.rooms.on_load(self.guard_session)
 
-    def guard_session(self, room: Room) -> None:
-        """Session rooms: only the presenter (or a presenter taking over) changes the document."""
-        if room.key.startswith("session:"):
-            room.write_guard = SessionGuard(room, self.store)  # type: ignore[arg-type]
+    async def policy_for(self, key: RoomKey) -> RoomPolicy:
+        """Slides are checked and audited (unless checks are off); sessions follow their presenter."""
+        if key.kind == SESSION:
+            return SessionPolicy(self.store)  # type: ignore[arg-type]
+        if key.kind == SLIDE and self.settings.geometry_checks:
+            record = await self.slides.get(key.id)
+            catalog = AnnotationCatalog(
+                width=record["width"], height=record["height"], mpp=record.get("mpp"),
+                max_vertices=self.settings.max_vertices,
+            )
+            return AnnotationGuard(self.store, catalog)  # type: ignore[arg-type]
+        return RoomPolicy()
 
     async def check_session(self, session_id: str, principal: Principal) -> None:
         if not may_join(principal, await self.sessions.get(session_id)):

@@ -14,6 +14,7 @@ import shapely
 from pycrdt import Array, Doc, Map
 
 import collab.annotations.guard as annotations_module
+from collab.live.keys import RoomKey
 from tests.conftest import LiveServer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qupath_export.geojson"
@@ -40,8 +41,8 @@ async def settle(live: LiveServer, seconds: float = 0.3) -> None:
 
 
 def guard_of(live: LiveServer, slide: str) -> Any:
-    room = live.app.state.collab.rooms.get("slide:" + slide)
-    return room.annotation_guard
+    room = live.app.state.collab.rooms.get(RoomKey.slide(slide))
+    return room.policy
 
 
 async def test_bowtie_is_repaired_and_clients_converge(live: LiveServer, slide: str) -> None:
@@ -355,13 +356,13 @@ async def test_index_survives_reload(live: LiveServer, slide: str) -> None:
         a.annotations["s"] = ann(square(50, 50))
         await a.wait_for(lambda: field(a, "s", "status") == "ok")
     rooms = live.app.state.collab.rooms
-    room = rooms.get("slide:" + slide)
+    room = rooms.get(RoomKey.slide(slide))
     for _ in range(200):
         if not room.connections:
             break
         await asyncio.sleep(0.02)
     await rooms._unload(room.key)  # force a reload from the store
-    assert rooms.get("slide:" + slide) is None
+    assert rooms.get(RoomKey.slide(slide)) is None
     async with live.http("viewer") as http:
         r = await http.get(f"/api/slides/{slide}/annotations", params={"point": "55,55"})
         assert [f["id"] for f in r.json()["features"]] == ["s"]
@@ -406,7 +407,31 @@ async def test_plain_invalid_and_no_spurious_geometry_audit(live: LiveServer, sl
     async with live.http("admin") as http:
         entries = (await http.get(f"/api/slides/{slide}/audit")).json()
     actions = sorted((e["action"], e["annotation"]) for e in entries)
-    assert actions == sorted([("created", "pn"), ("marked_invalid", "pn"), ("created", "ym")]), actions
+    assert actions == sorted([("created", "pn"), ("marked_invalid", "pn"), ("created", "ym")] + [("renamed", "ym")] * 3)
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["ymap", "plain-json"])
+async def test_renaming_and_locking_are_audited(live: LiveServer, slide: str, plain: bool) -> None:
+    """Every field a user can change leaves a record: who, how, when, from which site."""
+    async with live.client(slide, user="dana", site="Mouscron") as a:
+        record = {"geometry": square(5, 5), "name": "first", "locked": False}
+        a.annotations["r"] = dict(record) if plain else ann(square(5, 5), name="first", locked=False)
+        await a.wait_for(lambda: field(a, "r", "status") == "ok")
+        if plain:
+            a.annotations["r"] = {**record, "name": "second", "locked": True}
+        else:
+            with a.doc.transaction():
+                a.annotations["r"]["name"] = "second"
+                a.annotations["r"]["locked"] = True
+        await a.wait_for(lambda: field(a, "r", "name") == "second")
+        await settle(live, 0.2)
+    async with live.http("admin") as http:
+        entries = [e for e in (await http.get(f"/api/slides/{slide}/audit")).json() if e["annotation"] == "r"]
+    by_action = {e["action"]: e for e in entries}
+    assert by_action["renamed"]["detail"] == {"from": "first", "to": "second"}
+    assert (by_action["renamed"]["user"], by_action["renamed"]["site"]) == ("dana", "Mouscron")
+    assert "locked" in by_action and by_action["locked"]["user"] == "dana"
+    assert all(isinstance(e["at"], int) and e["at"] > 0 for e in entries)
 
 
 async def test_edit_right_after_reload_keeps_the_original_author(tmp_path) -> None:
@@ -420,7 +445,7 @@ async def test_edit_right_after_reload_keeps_the_original_author(tmp_path) -> No
             await a.wait_for(lambda: all("author" in v for v in a.annotations.to_py().values()), timeout=20)
         rooms = live.app.state.collab.rooms
         await asyncio.sleep(0.5)
-        assert rooms.get("slide:s") is None
+        assert rooms.get(RoomKey.slide("s")) is None
         # Reload and edit at once, before the server has read the stored annotations back.
         async with live.client("s", user="bob") as b:
             b.annotations["k7"]["name"] = "renamed by bob"
@@ -432,7 +457,7 @@ async def test_server_transaction_refuses_to_nest(live: LiveServer, slide: str) 
     async with live.client(slide) as a:
         a.annotations["k"] = ann(square(10, 10))
         await a.wait_for(lambda: field(a, "k", "status") == "ok")
-        room = live.app.state.collab.rooms.get("slide:" + slide)
+        room = live.app.state.collab.rooms.get(RoomKey.slide(slide))
         with pytest.raises(RuntimeError, match="inside another transaction"), room.doc.transaction():
             with room.server_transaction():
                 pass

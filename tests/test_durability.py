@@ -12,6 +12,7 @@ from pycrdt import Doc, Map
 
 import collab.annotations.guard as annotations_module
 from collab.auth import TokenAuthenticator
+from collab.live.keys import RoomKey
 from collab.store import open_store
 from tests.conftest import SECRET, ServerProcess, make_settings, serving
 from tests.test_live_rooms import annotation
@@ -109,10 +110,10 @@ async def test_idle_room_unloads_and_reloads_intact(tmp_path: Path) -> None:
             before = a.annotations.to_py()
         rooms = live.app.state.collab.rooms
         for _ in range(100):
-            if rooms.get("slide:s") is None:
+            if rooms.get(RoomKey.slide("s")) is None:
                 break
             await asyncio.sleep(0.05)
-        assert rooms.get("slide:s") is None, "room was not unloaded"
+        assert rooms.get(RoomKey.slide("s")) is None, "room was not unloaded"
         async with live.client("s", user="again") as b:
             assert b.annotations.to_py() == before
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from websockets.client import ClientProtocol
 from websockets.uri import parse_uri
 
+from collab.live.keys import RoomKey
 from collab.live.protocol import encode_awareness, encode_update, write_var_uint
 from tests.conftest import LiveServer, make_settings, serving, start_server
 from tests.test_live_rooms import annotation
@@ -145,7 +146,7 @@ async def test_slow_reader_is_closed_with_1013_and_room_stays_fast(tmp_path: Pat
                 await fast.wait_for(lambda i=i: f"k{i}" in fast.annotations, timeout=60)
                 lags.append(time.monotonic() - t0)
         await fast.wait_for(lambda: len(fast.annotations) == 10_000, timeout=60)
-        room = live.app.state.collab.rooms.get("slide:s")
+        room = live.app.state.collab.rooms.get(RoomKey.slide("s"))
         assert room is not None
         # The stalled reader is dropped from the room, with its queue, while the others go on.
         await fast.wait_for(lambda: {c.principal.user_id for c in room.connections} == {"writer", "fast"})
@@ -273,7 +274,7 @@ async def test_room_connection_limit_and_loaded_rooms_cap(tmp_path: Path) -> Non
             async with live.client(s, user="v") as c:
                 c.annotations["k"] = annotation(1)
         await asyncio.sleep(0.3)
-        assert len(rooms) <= 2 and rooms.get("slide:a") is None
+        assert len(rooms) <= 2 and rooms.get(RoomKey.slide("a")) is None
         async with live.client("a", user="back") as back:  # reloads intact
             assert back.synced.is_set()
 

@@ -15,6 +15,7 @@ from collab.annotations.guard import AnnotationGuard
 from collab.errors import BadRequest, Forbidden
 from collab.gc_pause import paused_gc
 from collab.http import JSONResponse, RequestAuth, parse_json, read_body
+from collab.live.keys import RoomKey
 from collab.live.room import Room
 from collab.live.rooms import RoomManager
 from collab.settings import Settings
@@ -59,39 +60,41 @@ class AnnotationsApi:
         if admin and not principal.is_admin:
             raise Forbidden("only an admin may read the audit log")
         await self._slides.get(slide_id)  # 404 for unknown slides
-        room = await self._rooms.open("slide:" + slide_id)
-        guard = getattr(room, "annotation_guard", None)
-        if guard is None:
-            raise BadRequest("annotations are not followed in this room")
-        await guard.wait_indexed()
+        room = await self._rooms.open(RoomKey.slide(slide_id))
+        guard = room.policy
+        if not isinstance(guard, AnnotationGuard):
+            raise BadRequest("annotations are not followed in this room (geometry checks are off)")
+        await guard.catalog.wait_indexed()
         return principal, room, guard
 
     async def list_annotations(self, request: Request) -> Response:
         _, _, guard = await self._room(request)
+        catalog = guard.catalog
         q = request.query_params
         bbox = _numbers(q.get("bbox"), 4, "bbox")
         point = _numbers(q.get("point"), 2, "point")
         include_invalid = q.get("include_invalid") in ("1", "true", "yes")
         ids: set[str] | None = None
         if bbox is not None:
-            ids = set(guard.index.query_bbox(*bbox))
+            ids = set(catalog.index.query_bbox(*bbox))
         if point is not None:
-            hits = set(guard.index.query_point(*point))
+            hits = set(catalog.index.query_point(*point))
             ids = hits if ids is None else ids & hits
         if ids is not None:
-            records = guard.records(sorted(ids))
+            records = catalog.records(sorted(ids))
         else:
             records = [
-                (k, r) for k, r in guard.records() if include_invalid or not guard.is_invalid(k)
+                (k, r) for k, r in catalog.records() if include_invalid or not catalog.is_invalid(k)
             ]
         return JSONResponse(feature_collection(records))
 
     async def stats(self, request: Request) -> Response:
         _, _, guard = await self._room(request)
+        catalog = guard.catalog
         bbox = _numbers(request.query_params.get("bbox"), 4, "bbox")
         if bbox is None:
-            bbox = [0.0, 0.0, float(guard.width), float(guard.height)]
-        return JSONResponse(guard.index.stats_bbox(*bbox, guard.classification_of, mpp=guard.mpp))
+            bbox = [0.0, 0.0, float(catalog.width), float(catalog.height)]
+        return JSONResponse(catalog.index.stats_bbox(*bbox, catalog.classification_of, mpp=catalog.mpp))
 
     async def import_annotations(self, request: Request) -> Response:
         principal, _, guard = await self._room(request, write=True)
@@ -119,7 +122,7 @@ class AnnotationsApi:
         text = request.query_params.get("limit", "1000")
         limit = int(text) if text.isdigit() else 1000
         await self._store.flush()
-        records = await self._store.list_audit(room.key, limit)
+        records = await self._store.list_audit(room.name, limit)
         return JSONResponse([
             {"at": r.at_ms, "user": r.user_id, "site": r.site, "action": r.action,
              "annotation": r.target, "detail": r.detail}

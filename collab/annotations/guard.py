@@ -15,22 +15,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import hashlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from pycrdt import Array, Doc, Map
 
-from collab.annotations.geometry import GeometryVerdict, check_geometry, merge_measurements
-from collab.annotations.spatial import SpatialIndex
+from collab.annotations.catalog import AnnotationCatalog, read_stored
+from collab.annotations.fields import (
+    CREATED,
+    DELETED,
+    GEOMETRY_CHANGED,
+    MARKED_INVALID,
+    REPAIRED,
+    Known,
+    field_changes,
+    fingerprint,
+    fingerprint_and_size,
+    known_from_record,
+    server_fields,
+    to_py,
+)
+from collab.annotations.geometry import GeometryVerdict, merge_measurements
 from collab.auth import Principal
-from collab.gc_pause import paused_gc
-from collab.live.connection import Connection
-from collab.live.room import Room, RoomHooks
+from collab.live.policy import RoomPolicy
+from collab.live.room import Room
 from collab.store import AuditRecord, Store
 
 log = logging.getLogger(__name__)
@@ -51,70 +62,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def to_py(value: Any) -> Any:
-    if isinstance(value, Map | Array):
-        return value.to_py()
-    return value
-
-
-def fingerprint(geometry: Any) -> bytes:
-    """Of a geometry as read back from the doc (key order does not matter). orjson writes NaN
-    and infinity as null: such geometries are invalid whichever it was."""
-    return _fingerprint_and_size(geometry)[0]
-
-
-def _fingerprint_and_size(geometry: Any) -> tuple[bytes, int]:
-    """The fingerprint, and the length of the JSON it was taken from (what a check will cost)."""
-    try:
-        text = orjson.dumps(geometry, option=orjson.OPT_SORT_KEYS, default=repr)
-    except (TypeError, orjson.JSONEncodeError):
-        text = repr(geometry).encode()
-    return hashlib.blake2b(text, digest_size=16).digest(), len(text)
-
-
-def _read_stored(state: bytes) -> dict[str, tuple[Any, bytes]]:
-    """In a worker thread: the annotations of a document state, with geometry fingerprints.
-    A Doc of its own, so the room's Doc is never touched off the event loop."""
-    with paused_gc():
-        doc: Doc = Doc()
-        doc.apply_update(state)
-        out: dict[str, tuple[Any, bytes]] = {}
-        for key, value in doc.get("annotations", type=Map).items():
-            record = to_py(value)
-            geometry = record.get("geometry") if isinstance(record, Mapping) else None
-            out[key] = (record, fingerprint(geometry))
-        return out
-
-
 def _stored_geometry(annotations: Map, key: str) -> Any:
     value = annotations.get(key)
     if isinstance(value, Map | Mapping):
         return to_py(value.get("geometry"))
     return None
-
-
-def _normalized(record: dict[str, Any]) -> dict[str, Any]:
-    """Yjs keeps every number as a float: give QuPath integer colors and times back."""
-    classification = record.get("classification")
-    if isinstance(classification, dict) and isinstance(classification.get("color"), list):
-        color = classification["color"]
-        if all(isinstance(c, float) and c.is_integer() for c in color):
-            record["classification"] = {**classification, "color": [int(c) for c in color]}
-    for name in ("created", "updated"):
-        value = record.get(name)
-        if isinstance(value, float) and value.is_integer():
-            record[name] = int(value)
-    return record
-
-
-def _class_name(value: Any) -> str | None:
-    if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-        return value["name"]
-    return None
-
-
-def _comment_count(value: Any) -> int:
-    return len(value) if isinstance(value, list) else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,43 +108,18 @@ class Batch:
         self.audits.append(AuditRecord(room, at, principal.user_id, principal.site, action, key, detail))
 
 
-@dataclass(slots=True)
-class Known:
-    """What the server last saw of one annotation."""
+class AnnotationGuard(RoomPolicy):
+    """The policy of a slide room: writers by role; every change checked, corrected and audited."""
 
-    fingerprint: bytes | None = None
-    status: str | None = None
-    problem: str | None = None
-    measurements: dict[str, float] = field(default_factory=dict)
-    author: str | None = None
-    classification: Any = None
-    comments: int = 0
-
-
-class AnnotationGuard(RoomHooks):
-    def __init__(
-        self,
-        room: Room,
-        store: Store,
-        *,
-        width: float,
-        height: float,
-        mpp: float | None,
-        max_vertices: int,
-    ) -> None:
-        self.room = room
-        self.doc: Doc = room.doc
+    def __init__(self, store: Store, catalog: AnnotationCatalog) -> None:
         self.store = store
-        self.width = width
-        self.height = height
-        self.mpp = mpp
-        self.max_vertices = max_vertices
-        self.annotations: Map = self.doc.get("annotations", type=Map)
-        self.index = SpatialIndex()
-        self.known: dict[str, Known] = {}
+        self.catalog = catalog
+        self.index = catalog.index  # kept current here, read by the HTTP routes
+        self.known = catalog.known
+        self.check = catalog.check
+        self._room: Room | None = None
         self._pending: set[str] = set()
         self._touched: set[str] = set()  # ids changed since the room was loaded
-        self._indexed = asyncio.Event()
         self._known_ready = False  # the stored annotations have been read
         self._deferred: list[tuple[set[str], Principal, int]] = []  # edits that arrived before that, when
         self._queued: list[tuple[set[str], Principal, int]] = []  # changes for the next correction
@@ -206,7 +133,12 @@ class AnnotationGuard(RoomHooks):
 
     # --- attaching -------------------------------------------------------------------------
 
-    async def attach(self) -> None:
+    @property
+    def room(self) -> Room:
+        assert self._room is not None, "AnnotationGuard used before attach()"
+        return self._room
+
+    async def attach(self, room: Room) -> None:
         """Follow the room's changes at once; read and index what the stored document holds in
         worker threads meanwhile.
 
@@ -214,10 +146,13 @@ class AnnotationGuard(RoomHooks):
         wait for reading and checking 5,000 annotations): edits arriving meanwhile are processed
         once the stored state is known, and spatial queries wait for the index (`wait_indexed`).
         """
+        self._room = room
+        self.doc: Doc = room.doc
+        self.annotations: Map = self.doc.get("annotations", type=Map)
+        self.catalog.annotations = self.annotations
         state = self.doc.get_update()
-        self.room.prime_full_state(state)  # the first joiners need this very encoding
+        room.prime_full_state(state)  # the first joiners need this very encoding
         self._subscription = self.annotations.observe_deep(self._on_change)
-        self.room.hooks = self
         self._load_task = self._spawn(self._load_stored(state))
 
     async def _load_stored(self, state: bytes) -> None:
@@ -226,21 +161,11 @@ class AnnotationGuard(RoomHooks):
             # the GIL for a good part of a second, which would slow that sync down.
             if len(state) > 2:  # an empty document has nothing to read
                 await asyncio.sleep(STORED_READ_DELAY)
-            stored = await asyncio.to_thread(_read_stored, state)
+            stored = await asyncio.to_thread(read_stored, state)
             for key, (record, fp) in stored.items():
-                rec = record if isinstance(record, Mapping) else {}
-                measurements = rec.get("measurements")
-                self.known.setdefault(key, Known(
-                    fingerprint=fp,
-                    status=rec.get("status") if isinstance(rec.get("status"), str) else None,
-                    problem=rec.get("problem"),
-                    measurements=dict(measurements) if isinstance(measurements, Mapping) else {},
-                    author=rec.get("author") if isinstance(rec.get("author"), str) else None,
-                    classification=rec.get("classification"),
-                    comments=_comment_count(rec.get("comments")),
-                ))
+                self.known.setdefault(key, known_from_record(record, fp))
         except Exception:
-            log.exception("reading the stored annotations failed", extra={"room": self.room.key})
+            log.exception("reading the stored annotations failed", extra={"room": self.room.name})
             stored = {}
         finally:
             self._known_ready = True
@@ -263,21 +188,18 @@ class AnnotationGuard(RoomHooks):
             if self.index.needs_rebuild:
                 await self.index.refresh()
         except Exception:
-            log.exception("indexing the stored annotations failed", extra={"room": self.room.key})
+            log.exception("indexing the stored annotations failed", extra={"room": self.room.name})
         finally:
-            self._indexed.set()
-
-    async def wait_indexed(self) -> None:
-        await self._indexed.wait()
+            self.catalog.mark_indexed()
 
     def _check_all(self, records: Mapping[str, Any]) -> dict[str, GeometryVerdict]:
-        return {key: self.check(record) for key, record in records.items()}
-
-    def check(self, record: Any) -> GeometryVerdict:
-        geometry = record.get("geometry") if isinstance(record, Mapping) else None
-        return check_geometry(
-            geometry, width=self.width, height=self.height, max_vertices=self.max_vertices, mpp=self.mpp
-        )
+        verdicts = {}
+        for key, record in records.items():
+            try:
+                verdicts[key] = self.check(record)
+            except Exception:  # one annotation never takes the index of the others down
+                log.exception("checking stored annotation %s failed", key, extra={"room": self.room.name})
+        return verdicts
 
     # --- following client changes --------------------------------------------------------
 
@@ -290,7 +212,7 @@ class AnnotationGuard(RoomHooks):
                 keys = getattr(event, "keys", None) or {}
                 self._pending.update(str(k) for k in keys)
 
-    def after_apply(self, conn: Connection) -> None:
+    def after_apply(self, principal: Principal) -> None:
         """Queue what a client's update changed; the server's corrections follow shortly after.
 
         Nothing is checked before the client's update is committed and relayed: its frame
@@ -301,16 +223,16 @@ class AnnotationGuard(RoomHooks):
             return
         pending, self._pending = self._pending, set()
         self._touched |= pending
-        self._queued.append((pending, conn.principal, now_ms()))
+        self._queued.append((pending, principal, now_ms()))
         if self._flush_timer is None:
             loop = asyncio.get_running_loop()
             self._flush_timer = loop.call_later(CORRECTION_DELAY, self.flush_corrections)
 
-    def before_apply(self, conn: Connection) -> None:
+    def before_apply(self, principal: Principal) -> None:
         """Another user's update is about to be applied: process what is queued first, while the
         document still shows only the queued users' changes, so that each change (and its audit
         record) is credited to whoever made it."""
-        user = (conn.principal.user_id, conn.principal.site)
+        user = (principal.user_id, principal.site)
         if any((p.user_id, p.site) != user for _ids, p, _at in self._queued):
             self.flush_corrections()
 
@@ -347,7 +269,7 @@ class AnnotationGuard(RoomHooks):
         try:
             self._process(changes)
         except Exception:
-            log.exception("annotation corrections failed", extra={"room": self.room.key})
+            log.exception("annotation corrections failed", extra={"room": self.room.name})
 
     def _process(self, changes: list[tuple[set[str], Principal, int]]) -> None:
         """Note what changed and write the server's fields in ONE transaction. Small changed
@@ -366,7 +288,7 @@ class AnnotationGuard(RoomHooks):
                     else:
                         later.append(check)
             except Exception:
-                log.exception("noting annotation changes failed", extra={"room": self.room.key})
+                log.exception("noting annotation changes failed", extra={"room": self.room.name})
         if inline:
             verdicts = [self._check_safely(c) for c in inline]
             self._collect_verdicts(inline, verdicts, batch, changed_since=False)
@@ -382,20 +304,20 @@ class AnnotationGuard(RoomHooks):
         try:
             return self.check({"geometry": check.geometry})
         except Exception:
-            log.exception("geometry check failed", extra={"room": self.room.key, "annotation": check.key})
+            log.exception("geometry check failed", extra={"room": self.room.name, "annotation": check.key})
             return None
 
     def _note_changes(self, ids: Iterable[str], principal: Principal, at: int, batch: Batch) -> list[Check]:
         """Note one client update's changes in `batch`; answer the geometries to check.
         `at` is when the change arrived (audit and `updated` times)."""
         checks: list[Check] = []
-        audit = functools.partial(batch.audit, self.room.key, principal, at)
+        audit = functools.partial(batch.audit, self.room.name, principal, at)
         for key in sorted(ids):
             value = self.annotations.get(key)
             if value is None:
                 if self.known.pop(key, None) is not None:
                     self.index.remove(key)
-                    audit("deleted", key)
+                    audit(DELETED, key)
                 continue
             record = to_py(value)
             if not isinstance(record, Mapping):
@@ -404,17 +326,18 @@ class AnnotationGuard(RoomHooks):
             created = known is None
             if known is None:
                 known = self.known[key] = Known(author=principal.user_id)
-                audit("created", key)
-            self._note_fields(key, record, known, created, audit)
+                audit(CREATED, key)
+            for action, detail in field_changes(record, known, created):
+                audit(action, key, detail)
             geometry = record.get("geometry")
-            fp, size = _fingerprint_and_size(geometry)
+            fp, size = fingerprint_and_size(geometry)
             if fp != known.fingerprint:
                 if not created:
-                    audit("geometry_changed", key)
+                    audit(GEOMETRY_CHANGED, key)
                 known.fingerprint = fp  # this version is being checked: do not check it twice
                 checks.append(Check(key, fp, created, geometry, value, record, size, principal, at))
                 continue  # its whole correction is written once the check is done
-            batch.write(key, value, self._fields(record, known, created, at))
+            batch.write(key, value, server_fields(record, known, created, at))
         return checks
 
     async def _check_later(self, checks: list[Check]) -> None:
@@ -424,7 +347,7 @@ class AnnotationGuard(RoomHooks):
             self._collect_verdicts(checks, verdicts, batch, changed_since=True)
             self._commit(batch)
         except Exception:
-            log.exception("annotation check failed", extra={"room": self.room.key})
+            log.exception("annotation check failed", extra={"room": self.room.name})
 
     def _collect_verdicts(
         self, checks: list[Check], verdicts: list[GeometryVerdict | None], batch: Batch, *, changed_since: bool
@@ -457,9 +380,9 @@ class AnnotationGuard(RoomHooks):
             else:
                 self.index.remove(key)
             if verdict.status in ("repaired", "invalid"):
-                action = "repaired" if verdict.status == "repaired" else "marked_invalid"
-                batch.audit(self.room.key, check.principal, check.at, action, key, {"problem": verdict.problem})
-            fields = self._fields(record, known, check.created, check.at)
+                action = REPAIRED if verdict.status == "repaired" else MARKED_INVALID
+                batch.audit(self.room.name, check.principal, check.at, action, key, {"problem": verdict.problem})
+            fields = server_fields(record, known, check.created, check.at)
             if verdict.geometry is not None:
                 fields["geometry"] = verdict.geometry
             batch.write(key, value, fields)
@@ -469,41 +392,6 @@ class AnnotationGuard(RoomHooks):
         for record in batch.audits:
             self.store.audit(record)
         self._maybe_refresh()
-
-    def _note_fields(
-        self, key: str, record: Mapping[str, Any], known: Known, created: bool, audit: Callable[..., None],
-    ) -> None:
-        """Audit classification changes and new comments, from what the server last saw."""
-        classification = record.get("classification")
-        if not created and classification != known.classification:
-            audit("classification_changed", key, {
-                "from": _class_name(known.classification), "to": _class_name(classification),
-            })
-        known.classification = classification
-        comments = _comment_count(record.get("comments"))
-        if comments > known.comments:
-            audit("commented", key, {"count": comments - known.comments})
-        known.comments = comments
-
-    def _fields(self, record: Mapping[str, Any], known: Known, created: bool, at: int) -> dict[str, Any]:
-        """The server-owned fields that differ from what the record holds."""
-        fields: dict[str, Any] = {}
-        if known.status is not None and record.get("status") != known.status:
-            fields["status"] = known.status
-        if known.problem is None:
-            if "problem" in record:
-                fields["problem"] = None
-        elif record.get("problem") != known.problem:
-            fields["problem"] = known.problem
-        measurements = merge_measurements(record.get("measurements"), known.measurements)
-        if record.get("measurements") != measurements and (measurements or record.get("measurements") is not None):
-            fields["measurements"] = measurements
-        if record.get("author") != known.author:
-            fields["author"] = known.author
-        if created and not isinstance(record.get("created"), int | float):
-            fields["created"] = at
-        fields["updated"] = at
-        return fields
 
     def _write(self, writes: Mapping[str, tuple[Any, dict[str, Any]]]) -> None:
         if not writes or self._closed:
@@ -576,17 +464,17 @@ class AnnotationGuard(RoomHooks):
                     fingerprint=None, status=verdict.status,
                     problem=verdict.problem, measurements=verdict.measurements,
                     author=principal.user_id, classification=rec.get("classification"),
-                    comments=len(comments),
+                    name=rec.get("name"), locked=rec.get("locked") is True, comments=len(comments),
                 )
                 if verdict.shape is not None:
                     self.index.upsert(key, verdict.shape)
                 else:
                     self.index.remove(key)
-                audits.append(("geometry_changed" if existed else "created", key, {"import": True}))
+                audits.append((GEOMETRY_CHANGED if existed else CREATED, key, {"import": True}))
                 if verdict.status == "repaired":
-                    audits.append(("repaired", key, {"problem": verdict.problem}))
+                    audits.append((REPAIRED, key, {"problem": verdict.problem}))
                 elif verdict.status == "invalid":
-                    audits.append(("marked_invalid", key, {"problem": verdict.problem}))
+                    audits.append((MARKED_INVALID, key, {"problem": verdict.problem}))
                 results.append({"id": key, "status": verdict.status, "problem": verdict.problem})
         for key, _record in items:
             # As it reads back from the doc (Yjs keeps every number as a float).
@@ -594,43 +482,6 @@ class AnnotationGuard(RoomHooks):
         if items:
             self.corrections += 1
         for action, key, detail in audits:
-            self.store.audit(AuditRecord(self.room.key, at, principal.user_id, principal.site, action, key, detail))
+            self.store.audit(AuditRecord(self.room.name, at, principal.user_id, principal.site, action, key, detail))
         self._maybe_refresh()
         return results
-
-    # --- queries -----------------------------------------------------------------------------
-
-    def records(self, ids: Iterable[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
-        keys = sorted(self.annotations.keys()) if ids is None else ids
-        out = []
-        for key in keys:
-            value = to_py(self.annotations.get(key))
-            if value is None:
-                continue
-            out.append((key, _normalized(value) if isinstance(value, dict) else {}))
-        return out
-
-    def is_invalid(self, key: str) -> bool:
-        known = self.known.get(key)
-        return (known is not None and known.status == "invalid") or key not in self.index
-
-    def classification_of(self, key: str) -> str | None:
-        known = self.known.get(key)
-        return _class_name(known.classification) if known else None
-
-
-def slide_hook(slides: Any, store: Store, max_vertices: int) -> Any:
-    """A RoomManager.on_load hook attaching an AnnotationGuard to every slide room."""
-
-    async def attach(room: Room) -> None:
-        if not room.key.startswith("slide:"):
-            return
-        record = await slides.get(room.key.removeprefix("slide:"))
-        guard = AnnotationGuard(
-            room, store, width=record["width"], height=record["height"], mpp=record.get("mpp"),
-            max_vertices=max_vertices,
-        )
-        await guard.attach()
-        room.annotation_guard = guard  # type: ignore[attr-defined]
-
-    return attach

@@ -1,9 +1,11 @@
 """One live document (a slide or a session): apply, persist before relay, fan out.
 
-Order of an update from a client: reject it if the client may not write (before applying),
-apply it to the room's Doc (pycrdt validates it), queue it in the store's group commit, and
-relay it to the other clients only once that commit is done. A joiner's initial state is also
-sent only after the commits it depends on, so nothing a client has seen can be lost.
+Order of an update from a client: refuse it if the client may not write it (before applying:
+the room's policy decides, and a Yjs client id belongs to the user who first wrote with it),
+unless it would change nothing (a reconnecting client's resend is no edit); apply it to the
+room's Doc (pycrdt validates it), queue it in the store's group commit, and relay it to the other
+clients only once that commit is done. A joiner's initial state is also sent only after the
+commits it depends on, so nothing a client has seen can be lost.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collab import metrics
 from collab.errors import ProtocolError
 from collab.live.bus import Bus
 from collab.live.connection import Connection
+from collab.live.keys import RoomKey
+from collab.live.policy import RoomPolicy
 from collab.live.presence import Presence
 from collab.live.protocol import (
     EMPTY_UPDATE,
@@ -34,6 +38,7 @@ from collab.live.protocol import (
     encode_sync_step2,
     encode_update,
 )
+from collab.live.updates import changes_nothing
 from collab.settings import Settings
 from collab.store import Store
 
@@ -45,50 +50,31 @@ SERVER_ORIGIN = "collab-server"
 # A state vector with no clients: what a fresh Yjs client sends in sync step 1.
 _EMPTY_STATE_VECTOR = b"\x00"
 
-# Decides whether a connection may apply a given update to this room; None means it may.
-WriteGuard = Callable[[Connection, bytes], str | None]
-
-
-class RoomHooks:
-    """What server-side work attached to a room (the annotation checks) is told; no-ops here."""
-
-    def before_apply(self, conn: Connection) -> None:
-        """A client's update is about to be applied."""
-
-    def after_apply(self, conn: Connection) -> None:
-        """A client's update was applied and queued for the store."""
-
-    async def settle(self) -> None:
-        """The room is about to be unloaded: finish the server's own pending writes."""
-
-    def close(self) -> None:
-        """The room is gone (unloaded or dropped): write nothing more to it."""
-
-
 class Room:
     """The clients, document and presence of one room."""
 
     def __init__(
         self,
-        key: str,
+        key: RoomKey,
         doc: Doc,
         *,
+        policy: RoomPolicy,
         store: Store,
         bus: Bus,
         settings: Settings,
         log_entries: int = 0,
         log_bytes: int = 0,
         snapshot_bytes: int = 0,
-        write_guard: WriteGuard | None = None,
     ) -> None:
         self.key = key
+        self.name = str(key)  # in the store, logs and audit
         self.doc = doc
+        self.policy = policy
         self.connections: set[Connection] = set()
         self.presence = Presence(self.broadcast, hz=settings.presence_hz, burst=settings.presence_burst)
         self._store = store
         self._bus = bus
         self._settings = settings
-        self.write_guard = write_guard  # who may change this document, beyond roles
         self._log_entries = log_entries
         self._log_bytes = log_bytes
         self._snapshot_bytes = snapshot_bytes
@@ -96,12 +82,12 @@ class Room:
         self._committed: list[tuple[bytes, Connection | None]] = []  # durable, not yet relayed
         self._full_state: bytes | None = None  # cached answer to an empty state vector
         self.failed = False
-        self.hooks = RoomHooks()  # server-side work following the document (annotation checks)
 
     # -- membership -------------------------------------------------------------------------
 
     def add(self, conn: Connection) -> None:
         self.connections.add(conn)
+        self.policy.joined(conn.principal)
         # Like the y-websocket server: ask for what the client has, then show who is here.
         conn.send(encode_sync_step1(self.doc.get_state()))
         presence = self.presence.encode_all()
@@ -109,8 +95,11 @@ class Room:
             conn.send(presence)
 
     def remove(self, conn: Connection) -> None:
+        if conn not in self.connections:
+            return
         self.connections.discard(conn)
         self.presence.drop_connection(conn)
+        self.policy.left(conn.principal)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -148,26 +137,49 @@ class Room:
         self._after_commits(functools.partial(conn.send, reply))
 
     def apply_client_update(self, conn: Connection, update: bytes) -> None:
-        if update == EMPTY_UPDATE:
+        if update == EMPTY_UPDATE or self.failed:
             return
-        if not conn.principal.can_write:
-            metrics.REFUSALS.labels(reason="read_only").inc()
-            conn.send(encode_permission_denied("permission-denied: read-only role"))
+        principal = conn.principal
+        refusal = self.policy.refuse_write(principal, update)
+        if refusal is not None:
+            if changes_nothing(self.doc, update):
+                return  # a reconnecting client sending what the room has: not a write
+            reason = "read_only" if not principal.can_write else "policy"
+            metrics.REFUSALS.labels(reason=reason).inc()
+            conn.send(encode_permission_denied(f"permission-denied: {refusal}"))
             return
-        if self.write_guard is not None:
-            refusal = self.write_guard(conn, update)
-            if refusal is not None:
-                metrics.REFUSALS.labels(reason="write_guard").inc()
-                conn.send(encode_permission_denied(f"permission-denied: {refusal}"))
-                return
-        self.hooks.before_apply(conn)
-        try:
-            self.doc.apply_update(update)
-        except ValueError as exc:
-            raise ProtocolError(f"update rejected: {exc}") from exc
+        self.policy.before_apply(principal)
+        self._apply(conn, update)
         metrics.UPDATES_IN.inc()
         self.persist_and_relay(update, sender=conn)
-        self.hooks.after_apply(conn)
+        self.policy.after_apply(principal)
+
+    def _apply(self, conn: Connection, update: bytes) -> None:
+        """Apply a client's update, or refuse it with a ProtocolError (1002) if pycrdt cannot.
+
+        Yrs decodes an update before integrating it, so most bad updates change nothing and
+        only their sender is closed. One that fails half-way through (or whose change events
+        cannot be read) may leave part of itself in the document, which was never stored:
+        the room is then failed, its clients reconnect to a room reloaded from the store.
+        """
+        changed: list[bool] = []
+        subscription = self.doc.observe(lambda _event: changed.append(True))
+        try:
+            self.doc.apply_update(update)
+        except BaseException as exc:  # pycrdt raises ValueError, RuntimeError, or a Rust panic
+            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                raise
+            log.warning(
+                "refused an update pycrdt cannot apply: %s: %s", type(exc).__name__, exc,
+                extra={"room": self.name, "user": conn.principal.user_id},
+            )
+            metrics.REFUSALS.labels(reason="bad_update").inc()
+            if changed:
+                conn.close_soon(ProtocolError.close_code, "update rejected")  # the sender's own code first
+                self._fail("a refused update was partly applied", code=1012)
+            raise ProtocolError(f"update rejected: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.doc.unobserve(subscription)
 
     @contextlib.contextmanager
     def server_transaction(self) -> Iterator[None]:
@@ -197,7 +209,7 @@ class Room:
     def persist_and_relay(self, update: bytes, *, sender: Connection | None) -> None:
         """Store an update already applied to the doc; relay it to the others once committed."""
         self._full_state = None
-        committed = self._store.append(self.key, update)
+        committed = self._store.append(self.name, update)
         self._last_commit = committed
         committed.add_done_callback(functools.partial(self._on_committed, update, sender))
         self._log_entries += 1
@@ -247,7 +259,7 @@ class Room:
                 exclude.send(encode_update(_merged(rest)))
                 sent += 1
         metrics.UPDATES_OUT.inc(sent)
-        self._bus.publish(self.key, message)
+        self._bus.publish(self.name, message)
 
     def broadcast(self, message: bytes, exclude: Connection | None) -> None:
         for conn in self.connections:
@@ -268,7 +280,7 @@ class Room:
         """Fold the room's log into one snapshot (safe at any crash point: one transaction)."""
         snapshot = self.doc.get_update()
         self._snapshot_bytes = len(snapshot)
-        self._last_commit = self._store.compact(self.key, snapshot)
+        self._last_commit = self._store.compact(self.name, snapshot)
         self._log_entries = 0
         self._log_bytes = 0
         metrics.COMPACTIONS.inc()
@@ -282,17 +294,19 @@ class Room:
         if last is not None and not last.done():
             await asyncio.wait({last})
 
-    def _fail(self, why: str) -> None:
-        """The store refused a write: clients must not believe it is saved. Close them all."""
+    def _fail(self, why: str, code: int = 1011) -> None:
+        """What the room holds is not what is stored (the store refused a write, or a bad update
+        was partly applied): close every client, which reconnect to a room reloaded from the
+        store (the RoomManager drops a failed room at the next join; it is never compacted)."""
         if self.failed:
             return
         self.failed = True
-        log.error("room %s failed: %s; closing its connections", self.key, why)
+        log.error("room %s failed: %s; closing its connections", self.name, why)
         for conn in list(self.connections):
-            conn.close_soon(1011, why)
+            conn.close_soon(code, why)
 
     def close(self) -> None:
-        self.hooks.close()
+        self.policy.close()
         self.presence.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 
 from pycrdt import Doc
 
@@ -13,41 +12,36 @@ from collab import metrics
 from collab.errors import StoreError, TooManyConnections
 from collab.live.bus import Bus
 from collab.live.connection import Connection
+from collab.live.keys import RoomKey
+from collab.live.policy import PolicyFactory
 from collab.live.room import Room
 from collab.settings import Settings
 from collab.store import Store
 
 log = logging.getLogger(__name__)
 
-# Called once a room is loaded, before any client sees it (e.g. to attach geometry checks).
-RoomHook = Callable[[Room], Awaitable[None] | None]
-
-
 class RoomManager:
     """Owns every loaded Room and the background tasks that unload them."""
 
-    def __init__(self, store: Store, bus: Bus, settings: Settings) -> None:
+    def __init__(self, store: Store, bus: Bus, settings: Settings, policy_for: PolicyFactory) -> None:
         self._store = store
         self._bus = bus
         self._settings = settings
-        self._rooms: dict[str, Room] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._idle_since: dict[str, float] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._policy_for = policy_for
+        self._rooms: dict[RoomKey, Room] = {}
+        self._locks: dict[RoomKey, asyncio.Lock] = {}
+        self._idle_since: dict[RoomKey, float] = {}
+        self._timers: dict[RoomKey, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._hooks: list[RoomHook] = []
         self.closing = False
 
-    def on_load(self, hook: RoomHook) -> None:
-        self._hooks.append(hook)
-
-    def get(self, key: str) -> Room | None:
+    def get(self, key: RoomKey) -> Room | None:
         return self._rooms.get(key)
 
     def __len__(self) -> int:
         return len(self._rooms)
 
-    async def join(self, key: str, conn: Connection) -> Room:
+    async def join(self, key: RoomKey, conn: Connection) -> Room:
         async with self._lock(key):
             room = self._rooms.get(key)
             if room is not None and room.failed:
@@ -74,7 +68,7 @@ class RoomManager:
             self._idle_since[room.key] = time.monotonic()
             self._schedule_unload(room.key, self._settings.room_idle_seconds)
 
-    async def open(self, key: str) -> Room:
+    async def open(self, key: RoomKey) -> Room:
         """The loaded room for `key` (loading it if needed), for server-side changes."""
         async with self._lock(key):
             room = self._rooms.get(key)
@@ -84,24 +78,25 @@ class RoomManager:
                 self._schedule_unload(key, self._settings.room_idle_seconds)
             return room
 
-    def _lock(self, key: str) -> asyncio.Lock:
+    def _lock(self, key: RoomKey) -> asyncio.Lock:
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         return lock
 
-    async def _load(self, key: str) -> Room:
+    async def _load(self, key: RoomKey) -> Room:
         started = time.perf_counter()
-        loaded = await self._store.load(key)
+        loaded = await self._store.load(str(key))
         doc: Doc = Doc()
         try:
             for update in loaded.updates:
                 doc.apply_update(update)
         except ValueError as exc:
-            raise StoreError(f"stored document {key!r} cannot be read: {exc}") from exc
+            raise StoreError(f"stored document {key} cannot be read: {exc}") from exc
         room = Room(
             key,
             doc,
+            policy=await self._policy_for(key),
             store=self._store,
             bus=self._bus,
             settings=self._settings,
@@ -109,10 +104,7 @@ class RoomManager:
             log_bytes=loaded.log_bytes,
             snapshot_bytes=loaded.snapshot_bytes,
         )
-        for hook in self._hooks:
-            result = hook(room)
-            if result is not None:
-                await result
+        await room.policy.attach(room)
         self._rooms[key] = room
         metrics.ROOMS_LOADED.set(len(self._rooms))
         metrics.ROOM_LOAD_SECONDS.observe(time.perf_counter() - started)
@@ -120,7 +112,7 @@ class RoomManager:
             "room loaded in %.1f ms (%d stored updates)",
             (time.perf_counter() - started) * 1000,
             len(loaded.updates),
-            extra={"room": key},
+            extra={"room": str(key)},
         )
         self._evict_if_over_capacity()
         return room
@@ -142,23 +134,23 @@ class RoomManager:
         for _since, key in idle[:excess]:
             self._schedule_unload(key, 0)
 
-    def _schedule_unload(self, key: str, delay: float) -> None:
+    def _schedule_unload(self, key: RoomKey, delay: float) -> None:
         self._cancel_unload(key)
         loop = asyncio.get_running_loop()
         self._timers[key] = loop.call_later(delay, self._start_unload, key)
 
-    def _cancel_unload(self, key: str) -> None:
+    def _cancel_unload(self, key: RoomKey) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
 
-    def _start_unload(self, key: str) -> None:
+    def _start_unload(self, key: RoomKey) -> None:
         self._timers.pop(key, None)
         task = asyncio.get_running_loop().create_task(self._unload(key), name=f"unload-{key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _unload(self, key: str) -> None:
+    async def _unload(self, key: RoomKey) -> None:
         async with self._lock(key):
             room = self._rooms.get(key)
             if room is None or room.connections:
@@ -172,12 +164,12 @@ class RoomManager:
             self._idle_since.pop(key, None)
             self._locks.pop(key, None)
             metrics.ROOMS_LOADED.set(len(self._rooms))
-            log.info("room unloaded", extra={"room": key})
+            log.info("room unloaded", extra={"room": str(key)})
 
     async def _retire(self, room: Room) -> None:
         """Flush what is pending and fold the log, so the next load is one snapshot."""
         if not room.failed:
-            await room.hooks.settle()
+            await room.policy.settle()
         if room.log_entries > 0 and not room.failed:
             room.compact()
         await room.flush()
@@ -198,5 +190,5 @@ class RoomManager:
             try:
                 await self._retire(room)
             except Exception:
-                log.exception("flushing room %s at shutdown failed", room.key)
+                log.exception("flushing room %s at shutdown failed", room.name)
         await self._store.flush()

@@ -17,6 +17,7 @@ from collab.auth import Principal, TokenAuthenticator
 from collab.errors import CollabError, Forbidden, TooManyConnections
 from collab.http import header, origin_allowed
 from collab.live.connection import Connection
+from collab.live.keys import RoomKey
 from collab.live.rooms import RoomManager
 from collab.settings import Settings
 
@@ -51,6 +52,7 @@ class RoomEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         doc_id: str = scope["path_params"]["doc_id"]
+        key = RoomKey(self._kind, doc_id)
         if (await receive())["type"] != "websocket.connect":
             return
         await send({"type": "websocket.accept"})
@@ -59,20 +61,19 @@ class RoomEndpoint:
             principal = self._admit(scope, doc_id)
             await self._check_document(doc_id, principal)
         except CollabError as exc:
-            self._on_refusal(f"{self._kind}:{doc_id}", principal, type(exc).__name__, str(exc))
+            self._on_refusal(str(key), principal, type(exc).__name__, str(exc))
             await send({"type": "websocket.close", "code": exc.close_code, "reason": str(exc)[:120]})
             return
         if self._rooms.closing:
             await send({"type": "websocket.close", "code": 1001, "reason": "server shutting down"})
             return
-        key = f"{self._kind}:{doc_id}"
-        conn = Connection(receive, send, principal, key, self._settings)
+        conn = Connection(receive, send, principal, str(key), self._settings)
         self._per_user[principal.user_id] += 1
         try:
             try:
                 room = await self._rooms.join(key, conn)
             except CollabError as exc:
-                self._on_refusal(key, principal, type(exc).__name__, str(exc))
+                self._on_refusal(str(key), principal, type(exc).__name__, str(exc))
                 await send({"type": "websocket.close", "code": exc.close_code, "reason": str(exc)[:120]})
                 return
             try:

@@ -3,7 +3,7 @@
 A session document holds `slides` (Y.Array of slide ids, the agenda) and `state` (Y.Map:
 `current` slide id, `presenter` user id). Only the current presenter changes it; a
 presenter-role participant may take over by naming themselves presenter. Everyone else is
-refused like a viewer. Handovers go to the audit trail.
+refused like a viewer (collab/sessions/policy.py). Handovers go to the audit trail.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pycrdt import Array, Doc, Map
 
 from collab.auth import Principal
 from collab.errors import BadRequest, Forbidden, NotFound
-from collab.live.connection import Connection
-from collab.live.room import SERVER_ORIGIN, Room
+from collab.live.keys import RoomKey
+from collab.live.room import SERVER_ORIGIN
 from collab.slides.registry import SlideRegistry, check_id
-from collab.store import AuditRecord, Store
+from collab.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,8 @@ ANNOTATION_ACTIONS = frozenset(
 
 
 def session_key(session_id: str) -> str:
-    return f"{SESSION}:{session_id}"
+    """The session room's name in the store and audit trail."""
+    return str(RoomKey.session(session_id))
 
 
 class SessionRegistry:
@@ -96,50 +97,6 @@ def initial_document(record: dict[str, Any]) -> bytes:
 def may_join(principal: Principal, record: dict[str, Any]) -> bool:
     """A participant must be allowed to see every slide on the agenda."""
     return all(principal.may_open(s) for s in record["slides"])
-
-
-def read_state(doc: Doc) -> dict[str, Any]:
-    state = doc.get("state", type=Map)
-    return {"current": state.get("current"), "presenter": state.get("presenter")}
-
-
-class SessionGuard:
-    """Decides who may change a session document (Room.write_guard for session rooms)."""
-
-    def __init__(self, room: Room, store: Store) -> None:
-        self._room = room
-        self._store = store
-
-    def __call__(self, conn: Connection, update: bytes) -> str | None:
-        principal = conn.principal
-        before = read_state(self._room.doc)
-        if principal.user_id == before["presenter"]:
-            return None
-        if not principal.can_present:
-            return "only the presenter changes the session"
-        # A presenter-role participant may take over: the update must name them presenter.
-        trial: Doc = Doc()
-        trial.apply_update(self._room.doc.get_update())
-        try:
-            trial.apply_update(update)
-        except ValueError:
-            return None  # malformed: let the room reject it as a protocol error
-        after = read_state(trial)
-        if after["presenter"] != principal.user_id:
-            return "take over first: only the presenter changes the session"
-        log.info("session handover", extra={"room": self._room.key, "user": principal.user_id})
-        self._store.audit(
-            AuditRecord(
-                self._room.key,
-                int(time.time() * 1000),
-                principal.user_id,
-                principal.site,
-                "handover",
-                before["presenter"],
-                {"from": before["presenter"], "to": principal.user_id, "current": after["current"]},
-            )
-        )
-        return None
 
 
 async def build_summary(
