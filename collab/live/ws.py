@@ -19,6 +19,7 @@ from collab.http import header, origin_allowed
 from collab.live.connection import Connection
 from collab.live.rooms import RoomManager
 from collab.settings import Settings
+from collab.tickets import Tickets
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class RoomEndpoint:
         check_document: DocumentCheck,
         on_refusal: Callable[[str, Principal | None, str, str], None],
         connections_per_user: Counter[str],
+        tickets: Tickets,
+        on_attendance: Callable[[str, Principal, str], None] | None = None,
     ) -> None:
         self._kind = kind
         self._rooms = rooms
@@ -48,6 +51,8 @@ class RoomEndpoint:
         self._on_refusal = on_refusal
         # Shared by the slide and session endpoints: the limit is per user, not per kind of room.
         self._per_user = connections_per_user
+        self._tickets = tickets
+        self._on_attendance = on_attendance  # (room key, principal, "joined" | "left")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         doc_id: str = scope["path_params"]["doc_id"]
@@ -75,23 +80,32 @@ class RoomEndpoint:
                 self._on_refusal(key, principal, type(exc).__name__, str(exc))
                 await send({"type": "websocket.close", "code": exc.close_code, "reason": str(exc)[:120]})
                 return
+            self._attendance(key, principal, "joined")
             try:
                 await conn.serve(room, lambda: self._rooms.leave(room, conn))
             finally:
                 self._rooms.leave(room, conn)
+                self._attendance(key, principal, "left")
         finally:
             self._per_user[principal.user_id] -= 1
             if self._per_user[principal.user_id] <= 0:
                 del self._per_user[principal.user_id]
+
+    def _attendance(self, key: str, principal: Principal, action: str) -> None:
+        if self._on_attendance is not None:
+            self._on_attendance(key, principal, action)
 
     def _admit(self, scope: Scope, doc_id: str) -> Principal:
         headers = scope.get("headers", [])
         origin = header(headers, b"origin")
         if not origin_allowed(origin, header(headers, b"host"), self._settings.allowed_origins):
             raise Forbidden(f"origin {origin} is not allowed")
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        token = (query.get("token") or [None])[0]
-        principal = self._auth.authenticate(token)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        if "ticket" in query:
+            # A browser's single-use ticket: keeps the token itself out of URLs and logs.
+            principal = self._tickets.redeem(query["ticket"][0])
+        else:
+            principal = self._auth.authenticate((query.get("token") or [None])[0])
         if self._per_user[principal.user_id] >= self._settings.max_connections_per_user:
             raise TooManyConnections("too many connections for this user")
         return principal
