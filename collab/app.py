@@ -28,6 +28,7 @@ from collab.live.room import Room
 from collab.live.rooms import RoomManager
 from collab.live.ws import RoomEndpoint
 from collab.sessions.api import SessionsApi
+from collab.sessions.attendance import attendance_recorder
 from collab.sessions.registry import SessionGuard, SessionRegistry, may_join
 from collab.settings import Settings
 from collab.slides.api import SlidesApi
@@ -35,6 +36,8 @@ from collab.slides.demo import ensure_demo_slide
 from collab.slides.registry import SlideRegistry
 from collab.slides.tiles import SlideImages
 from collab.store import AuditRecord, open_store
+from collab.tickets import TicketRegistry
+from collab.tokens import TokensApi
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,11 @@ class Collab:
             self.rooms.on_load(slide_hook(self.slides, self.store, settings.max_vertices))  # type: ignore[arg-type]
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)  # type: ignore[arg-type]
         self.sessions = SessionRegistry(self.store, self.slides)  # type: ignore[arg-type]
-        self.sessions_api = SessionsApi(self.api, self.sessions, self.slides, self.store)  # type: ignore[arg-type]
+        self.sessions_api = SessionsApi(
+            self.api, self.sessions, self.slides, self.store, self.rooms, settings  # type: ignore[arg-type]
+        )
+        self.tickets = TicketRegistry(settings.ticket_seconds)
+        self.tokens_api = TokensApi(self.api, self.authenticator, self.tickets, settings)
         self.rooms.on_load(self.guard_session)
 
     def guard_session(self, room: Room) -> None:
@@ -117,6 +124,7 @@ class Collab:
             "settings": self.settings,
             "on_refusal": self.record_refusal,
             "connections_per_user": Counter(),
+            "tickets": self.tickets,
         }
         routes: list[Route | Mount | WebSocketRoute] = [
             Route("/", lambda request: RedirectResponse("/app/"), methods=["GET"]),
@@ -130,9 +138,15 @@ class Collab:
             ),
             WebSocketRoute(
                 "/ws/sessions/{doc_id:path}",
-                RoomEndpoint("session", check_document=self.check_session, **common),  # type: ignore[arg-type]
+                RoomEndpoint(
+                    "session",
+                    check_document=self.check_session,
+                    on_attendance=attendance_recorder(self.store),  # type: ignore[arg-type]
+                    **common,  # type: ignore[arg-type]
+                ),
             ),
             *self.sessions_api.routes(),
+            *self.tokens_api.routes(),
         ]
         if STATIC_APP.is_dir():
             routes.append(Mount("/app", StaticFiles(directory=STATIC_APP, html=True), name="app"))
