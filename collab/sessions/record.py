@@ -1,0 +1,517 @@
+"""The record of a tumor board: who attended and presented, what was shown, drawn and said.
+
+Read from the audit trail (the session room's `joined`, `left`, `handover`, `shown`,
+`slide_shown`; each slide room's annotation changes within the session) and from each slide's
+current document. Times are shown in the participants' time zone; people by name, not by id;
+actions in words. `record_html` prints it (one page per slide); `render_slide_png` draws a
+slide's thumbnail with its annotations' outlines in their class colors.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import math
+import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pycrdt import Map
+
+from collab.errors import BadRequest, NotFound
+from collab.store import AuditRecord, Store
+
+log = logging.getLogger(__name__)
+
+# Audit actions of a slide room that count as "made or changed during the session".
+ANNOTATION_ACTIONS = frozenset(
+    {"created", "geometry_changed", "classification_changed", "deleted", "commented", "updated"}
+)
+_WORDS = {
+    "created": "drew",
+    "geometry_changed": "edited the outline",
+    "deleted": "deleted",
+    "commented": "commented",
+    "updated": "edited",
+}
+NO_CLASS_COLOR = (255, 200, 0)  # outlines of unclassified annotations
+THUMBNAIL_PX = 1024  # the longer side of a record's slide picture
+BLANK_BACKGROUND = (236, 236, 236)  # slides the server does not open itself have no picture
+
+
+def time_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise BadRequest(f"unknown time zone {name!r}") from exc
+
+
+class People:
+    """Names and sites of user ids, as the session's attendance records give them."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, dict[str, str]] = {}
+
+    def learn(self, user: str, name: str | None, site: str | None, role: str | None = None) -> None:
+        entry = self._known.setdefault(user, {"name": user, "site": "", "role": ""})
+        if name:
+            entry["name"] = name
+        if site:
+            entry["site"] = site
+        if role:
+            entry["role"] = role
+
+    def name(self, user: str | None) -> str:
+        if not user:
+            return "unknown"
+        return self._known.get(user, {}).get("name", user)
+
+    def site(self, user: str | None, default: str = "") -> str:
+        return self._known.get(user or "", {}).get("site") or default
+
+    def role(self, user: str) -> str:
+        return self._known.get(user, {}).get("role", "")
+
+    def person(self, user: str | None, site: str = "") -> dict[str, str]:
+        return {"user": user or "", "name": self.name(user), "site": self.site(user, site)}
+
+
+async def build_record(
+    session: dict[str, Any],
+    *,
+    slides: Any,
+    store: Store,
+    rooms: Any,
+    zone: ZoneInfo,
+    now_ms: int | None = None,
+) -> dict[str, Any]:
+    """The record of `session` as JSON-ready data (times as ISO 8601 in `zone`)."""
+    await store.flush()  # audit records are queued like updates: read what was committed
+    now = now_ms or int(time.time() * 1000)
+    key = f"session:{session['id']}"
+    audit = await store.list_audit(key, limit=100_000)
+    people = People()
+    people.learn(session["created_by"], session.get("created_by_name"), None)
+    for a in audit:
+        if a.action in ("joined", "left"):
+            d = a.detail or {}
+            people.learn(a.user_id, d.get("name"), a.site, d.get("role"))
+        elif a.action == "handover":
+            people.learn(a.user_id, None, a.site)
+
+    start = int(session["created_at"])
+    attendees, still_there = _attendance(audit, people)
+    lefts = [a.at_ms for a in audit if a.action == "left"]
+    end = None if still_there or not lefts else max(lefts)
+    until = end if end is not None else now
+
+    def iso(ms: int | float | None) -> str | None:
+        return None if ms is None else datetime.fromtimestamp(ms / 1000, zone).isoformat(timespec="seconds")
+
+    handovers = [
+        {
+            "from": (a.detail or {}).get("from"), "to": a.user_id, "site": a.site, "at": iso(a.at_ms),
+            "from_name": people.name((a.detail or {}).get("from")), "to_name": people.name(a.user_id),
+        }
+        for a in audit if a.action == "handover"
+    ]
+    presenters = _presenters(session, audit, people, iso, end)
+    shown: dict[str, dict[str, list[int]]] = {}  # slide -> annotation -> times shown
+    slide_times: dict[str, list[int]] = {session["slides"][0]: [start]}  # the first is current at the start
+    for a in audit:
+        d = a.detail or {}
+        if a.action == "slide_shown" and isinstance(d.get("slide"), str):
+            slide_times.setdefault(d["slide"], []).append(a.at_ms)
+        elif a.action == "shown" and isinstance(d.get("slide"), str):
+            slide_times.setdefault(d["slide"], [])
+            if isinstance(d.get("annotation"), str):
+                shown.setdefault(d["slide"], {}).setdefault(d["annotation"], []).append(a.at_ms)
+        elif a.action == "handover" and isinstance(d.get("current"), str):
+            slide_times.setdefault(d["current"], [])
+
+    out_slides = []
+    for slide_id in session["slides"]:
+        entry = await _slide_record(
+            session["id"], slide_id, slides=slides, store=store, rooms=rooms, people=people,
+            window=(start, until), shown=shown.get(slide_id, {}), iso=iso,
+        )
+        if entry["changes"] or slide_id in slide_times:
+            entry["shown_at"] = [iso(t) for t in sorted(slide_times.get(slide_id, []))]
+            out_slides.append(entry)
+    creator = session["created_by"]
+    return {
+        "session": session,
+        "title": session["title"],
+        "led_by": people.person(creator),
+        "time_zone": zone.key,
+        "start": iso(start),
+        "end": iso(end),
+        "from": start,  # ms, as the summary had them
+        "until": until,
+        "attendees": attendees,
+        "presenters": presenters,
+        "handovers": handovers,
+        "slides": out_slides,
+    }
+
+
+def _attendance(audit: list[AuditRecord], people: People) -> tuple[list[dict[str, Any]], bool]:
+    """Per person: first joined, last left (None while connected), and how many times they came."""
+    open_conns: dict[str, int] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for a in audit:
+        if a.action not in ("joined", "left"):
+            continue
+        row = rows.setdefault(a.user_id, {"joined": a.at_ms, "left": None, "visits": 0})
+        if a.action == "joined":
+            open_conns[a.user_id] = open_conns.get(a.user_id, 0) + 1
+            row["visits"] += 1
+            row["left"] = None
+        else:
+            open_conns[a.user_id] = max(0, open_conns.get(a.user_id, 0) - 1)
+            if open_conns[a.user_id] == 0:
+                row["left"] = a.at_ms
+    out = []
+    for user, row in rows.items():
+        info = people.person(user)
+        out.append({**info, "role": people.role(user), **row})
+    return out, any(n > 0 for n in open_conns.values())
+
+
+def _presenters(
+    session: dict[str, Any], audit: list[AuditRecord], people: People, iso: Any, end: int | None
+) -> list[dict[str, Any]]:
+    spans = [{"user": session["created_by"], "from_ms": int(session["created_at"])}]
+    for a in audit:
+        if a.action == "handover":
+            spans.append({"user": a.user_id, "from_ms": a.at_ms})
+    out = []
+    for i, span in enumerate(spans):
+        until = spans[i + 1]["from_ms"] if i + 1 < len(spans) else end
+        out.append({**people.person(span["user"]), "from": iso(span["from_ms"]), "until": iso(until)})
+    return out
+
+
+async def _slide_record(
+    session_id: str,
+    slide_id: str,
+    *,
+    slides: Any,
+    store: Store,
+    rooms: Any,
+    people: People,
+    window: tuple[int, int],
+    shown: Mapping[str, list[int]],
+    iso: Any,
+) -> dict[str, Any]:
+    try:
+        title = (await slides.get(slide_id)).get("title") or slide_id
+    except NotFound:
+        title = slide_id
+    start, until = window
+    changes = [
+        a for a in await store.list_audit(f"slide:{slide_id}", limit=100_000)
+        if start <= a.at_ms <= until and a.action in ANNOTATION_ACTIONS
+    ]
+    current = await current_annotations(rooms, slide_id)
+    ids = list(dict.fromkeys([*(a.target for a in changes if a.target), *shown]))
+    annotations = []
+    for n, ann_id in enumerate(ids, 1):
+        rec = current.get(ann_id)
+        history = [c for c in changes if c.target == ann_id]
+        annotations.append(_annotation(ann_id, n, rec, history, shown.get(ann_id, []), people, iso))
+    return {
+        "slide": slide_id,
+        "title": title,
+        "image": f"/api/sessions/{session_id}/record/slides/{slide_id}.png",
+        "changes": [  # every change, as the summary listed them
+            {
+                "annotation": c.target, "action": c.action, "words": _words(c), "user": c.user_id,
+                "name": people.name(c.user_id), "site": c.site, "at": c.at_ms,
+            }
+            for c in changes
+        ],
+        "annotations": annotations,
+    }
+
+
+async def current_annotations(rooms: Any, slide_id: str) -> dict[str, dict[str, Any]]:
+    """The slide's annotations as its live document holds them now (loading the room if needed)."""
+    room = await rooms.open(f"slide:{slide_id}")
+    guard = getattr(room, "annotation_guard", None)
+    if guard is not None:
+        await guard.wait_indexed()
+        return dict(guard.records())
+    value = room.doc.get("annotations", type=Map).to_py() or {}
+    return {k: v for k, v in value.items() if isinstance(v, dict)}
+
+
+def _class_name(record: Mapping[str, Any] | None) -> str | None:
+    cls = (record or {}).get("classification")
+    if isinstance(cls, Mapping) and isinstance(cls.get("name"), str):
+        return cls["name"]
+    return None
+
+
+def class_color(record: Mapping[str, Any] | None) -> tuple[int, int, int]:
+    cls = (record or {}).get("classification")
+    color = cls.get("color") if isinstance(cls, Mapping) else None
+    if isinstance(color, list | tuple) and len(color) == 3 and all(isinstance(c, int | float) for c in color):
+        r, g, b = (max(0, min(255, int(c))) for c in color)
+        return (r, g, b)
+    return NO_CLASS_COLOR
+
+
+def _words(a: AuditRecord) -> str:
+    d = a.detail or {}
+    if a.action == "classification_changed":
+        return f"changed the class to {d['to']}" if d.get("to") else "removed the class"
+    if a.action == "created" and d.get("import"):
+        return "imported"
+    return _WORDS.get(a.action, a.action.replace("_", " "))
+
+
+def _annotation(
+    ann_id: str,
+    n: int,
+    rec: Mapping[str, Any] | None,
+    history: list[AuditRecord],
+    shown_times: list[int],
+    people: People,
+    iso: Any,
+) -> dict[str, Any]:
+    rec = rec or {}
+    cls = _class_name(rec)
+    if cls is None:
+        # A deleted annotation keeps the last class the audit named.
+        for a in reversed(history):
+            if a.action == "classification_changed" and (a.detail or {}).get("to"):
+                cls = a.detail["to"]  # type: ignore[index]
+                break
+    measurements = rec.get("measurements") if isinstance(rec.get("measurements"), Mapping) else {}
+    author = rec.get("author") or next((a.user_id for a in history if a.action == "created"), None)
+    author_site = next((a.site for a in history if a.user_id == author), "")
+    changed_by: dict[str, dict[str, str]] = {}
+    for a in history:
+        if a.action != "created" and a.user_id != author:
+            changed_by.setdefault(a.user_id, people.person(a.user_id, a.site))
+    comments = []
+    for c in rec.get("comments") or []:
+        if not isinstance(c, Mapping):
+            continue
+        who = str(c.get("author") or "")
+        created = c.get("created")
+        comments.append({
+            "author": who, "name": str(c.get("name") or people.name(who)), "site": people.site(who),
+            "text": str(c.get("text") or ""),
+            "at": iso(created) if isinstance(created, int | float) and math.isfinite(created) else None,
+        })
+    name = rec.get("name") if isinstance(rec.get("name"), str) and rec.get("name") else None
+    return {
+        "id": ann_id,
+        "name": name,
+        "label": name or (f"{cls} annotation {n}" if cls else f"Annotation {n}"),
+        "class": cls,
+        "color": "#{:02x}{:02x}{:02x}".format(*class_color(rec)),
+        "area_um2": measurements.get("area_um2"),
+        "length_um": measurements.get("length_um"),
+        "author": people.person(author, author_site) if author else None,
+        "changed_by": list(changed_by.values()),
+        "history": [
+            {"at": iso(a.at_ms), "user": a.user_id, "name": people.name(a.user_id), "site": a.site,
+             "action": a.action, "words": _words(a)}
+            for a in history
+        ],
+        "comments": comments,
+        "shown_at": [iso(t) for t in sorted(shown_times)],
+        "deleted": not rec,
+    }
+
+
+# --- printing ------------------------------------------------------------------------------
+
+_CSS = """
+body{font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:960px;margin:2em auto;color:#111}
+h1{font-size:22px;margin:0 0 .2em}h2{font-size:18px;margin:0 0 .4em}h3{font-size:14px;margin:1em 0 .3em}
+table{border-collapse:collapse;width:100%;margin:.3em 0 1em}
+th,td{border-bottom:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
+th{font-weight:600;background:#f4f4f4}
+.meta{color:#444}.muted{color:#777}.swatch{display:inline-block;width:.9em;height:.9em;border:1px solid #0005;
+vertical-align:-.1em;margin-right:.3em}
+.slide{page-break-before:always;break-before:page}
+.slide img{max-width:100%;max-height:120mm;display:block;margin:.5em 0;border:1px solid #ccc}
+.comments{margin:.2em 0 0 1em;padding:0;list-style:none}.comments li{margin:.1em 0}
+@page{size:A4;margin:15mm}
+@media print{body{margin:0;max-width:none}a{color:inherit;text-decoration:none}
+tr,li,.annotation{break-inside:avoid;page-break-inside:avoid}}
+"""
+
+
+def _local(value: str | None) -> str:
+    """An ISO 8601 time as 'YYYY-MM-DD HH:MM'."""
+    return "" if not value else value[:16].replace("T", " ")
+
+
+def _measure(a: Mapping[str, Any]) -> str:
+    if isinstance(a.get("area_um2"), int | float):
+        return f"{a['area_um2']:,.0f} µm²"
+    if isinstance(a.get("length_um"), int | float):
+        return f"{a['length_um']:,.1f} µm"
+    return ""
+
+
+def _who(p: Mapping[str, Any] | None) -> str:
+    if not p:
+        return "unknown"
+    return f"{p['name']} ({p['site']})" if p.get("site") else str(p["name"])
+
+
+def record_html(record: Mapping[str, Any], images: Mapping[str, bytes] | None = None) -> str:
+    """A printable page (A4, one page per slide); `images` (slide id -> PNG) are embedded."""
+    e = html.escape
+    tz = record["time_zone"]
+    end = _local(record["end"]) if record["end"] else "still in progress"
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>Tumor board: {e(record['title'])}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Tumor board: {e(record['title'])}</h1>",
+        f"<p class='meta'>Led by {e(_who(record['led_by']))}. From {e(_local(record['start']))} to {e(end)} "
+        f"(times in {e(tz)}).</p>",
+        "<h3>Attendance</h3>",
+    ]
+    if record["attendees"]:
+        parts.append("<table><tr><th>Name</th><th>Site</th><th>Role</th><th>Joined</th><th>Left</th></tr>")
+        for p in record["attendees"]:
+            left = _local(p["left"]) if p["left"] else "still connected"
+            parts.append(
+                f"<tr><td>{e(p['name'])}</td><td>{e(p['site'])}</td><td>{e(p['role'])}</td>"
+                f"<td>{e(_local(p['joined']))}</td><td>{e(left)}</td></tr>"
+            )
+        parts.append("</table>")
+    else:
+        parts.append("<p class='muted'>No one joined the session room.</p>")
+    parts.append("<h3>Presenters</h3><ul>")
+    for p in record["presenters"]:
+        until = f" to {_local(p['until'])}" if p["until"] else ""
+        parts.append(f"<li>{e(_who(p))}: from {e(_local(p['from']))}{e(until)}</li>")
+    parts.append("</ul>")
+    for slide in record["slides"]:
+        parts.append(f"<section class='slide'><h2>{e(slide['title'])}</h2>")
+        if slide.get("shown_at"):
+            times = ", ".join(_local(t)[11:] for t in slide["shown_at"])
+            parts.append(f"<p class='meta'>On screen at {e(times)}.</p>")
+        png = (images or {}).get(slide["slide"])
+        if png is not None:
+            data = base64.b64encode(png).decode("ascii")
+            parts.append(f"<img alt='{e(slide['title'])} with its annotations' src='data:image/png;base64,{data}'>")
+        if not slide["annotations"]:
+            parts.append("<p class='muted'>No annotation was shown, made or changed.</p></section>")
+            continue
+        parts.append(
+            "<table><tr><th>Annotation</th><th>Class</th><th>Size</th><th>Drawn by</th><th>What happened</th></tr>"
+        )
+        for a in slide["annotations"]:
+            swatch = f"<span class='swatch' style='background:{e(a['color'])}'></span>"
+            events = [
+                f"{_local(h['at'])[11:]} {_who(h)} {h['words']}" for h in a["history"]
+            ] + [f"{_local(t)[11:]} shown" for t in a["shown_at"]]
+            label = e(a["label"]) + (" <span class='muted'>(deleted)</span>" if a["deleted"] else "")
+            parts.append(
+                f"<tr class='annotation'><td>{label}</td><td>{swatch}{e(a['class'] or 'none')}</td>"
+                f"<td>{e(_measure(a))}</td><td>{e(_who(a['author']))}</td>"
+                f"<td>{'<br>'.join(e(x) for x in events)}"
+            )
+            if a["comments"]:
+                parts.append("<ul class='comments'>")
+                for c in a["comments"]:
+                    when = _local(c["at"])[11:] if c["at"] else ""
+                    parts.append(f"<li><strong>{e(c['name'])}</strong> <span class='muted'>{e(when)}</span>: "
+                                 f"{e(c['text'])}</li>")
+                parts.append("</ul>")
+            parts.append("</td></tr>")
+        parts.append("</table></section>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+# --- the slide's picture ---------------------------------------------------------------------
+
+def render_slide_png(
+    slide: Mapping[str, Any], annotations: Iterable[Mapping[str, Any]], max_px: int = THUMBNAIL_PX
+) -> bytes:
+    """The slide's thumbnail (OpenSlide, for slides the server opens) with every annotation's
+    outline drawn in its class color. Blocking: call it in a thread."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    width, height = float(slide["width"]), float(slide["height"])
+    scale = max_px / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = None
+    if slide.get("path"):
+        import openslide
+
+        try:
+            with openslide.OpenSlide(str(slide["path"])) as opened:
+                image = opened.get_thumbnail(size).convert("RGB")
+        except (openslide.OpenSlideError, OSError) as exc:
+            log.warning("no thumbnail for the record: %s", exc, extra={"slide": slide.get("id")})
+    if image is None:
+        image = Image.new("RGB", size, BLANK_BACKGROUND)
+    # get_thumbnail keeps the aspect ratio within `size`: scale to what came back.
+    sx, sy = image.width / width, image.height / height
+    draw = ImageDraw.Draw(image)
+    line = max(2, round(max(image.size) / 400))
+    for record in annotations:
+        color = class_color(record)
+        for kind, points in _outlines(record.get("geometry")):
+            xy = [(x * sx, y * sy) for x, y in points]
+            if kind == "point":
+                x, y = xy[0]
+                r = line * 2
+                draw.ellipse((x - r, y - r, x + r, y + r), outline=color, width=line)
+            elif len(xy) >= 2:
+                draw.line(xy, fill=color, width=line, joint="curve")
+    buf = io.BytesIO()
+    image.save(buf, "PNG", optimize=False)
+    return buf.getvalue()
+
+
+def _outlines(geometry: Any) -> list[tuple[str, list[tuple[float, float]]]]:
+    """Rings, lines and points of a GeoJSON geometry with finite coordinates."""
+    if not isinstance(geometry, Mapping):
+        return []
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+
+    def pts(seq: Any) -> list[tuple[float, float]]:
+        out = []
+        for p in seq if isinstance(seq, list) else []:
+            if isinstance(p, list | tuple) and len(p) >= 2:
+                x, y = p[0], p[1]
+                if isinstance(x, int | float) and isinstance(y, int | float) and math.isfinite(x) and math.isfinite(y):
+                    out.append((float(x), float(y)))
+        return out
+
+    def closed(ring: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        return ring + ring[:1] if ring and ring[0] != ring[-1] else ring
+
+    if not isinstance(coords, list):
+        return []
+    if kind == "Point":
+        p = pts([coords])
+        return [("point", p)] if p else []
+    if kind == "MultiPoint":
+        return [("point", [p]) for p in pts(coords)]
+    if kind == "LineString":
+        return [("line", pts(coords))]
+    if kind == "MultiLineString":
+        return [("line", pts(part)) for part in coords]
+    if kind == "Polygon":
+        return [("line", closed(pts(ring))) for ring in coords]
+    if kind == "MultiPolygon":
+        return [("line", closed(pts(ring))) for poly in coords if isinstance(poly, list) for ring in poly]
+    return []
