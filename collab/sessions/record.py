@@ -103,13 +103,14 @@ async def build_record(
             people.learn(a.user_id, None, a.site)
 
     start = int(session["created_at"])
-    attendees, still_there = _attendance(audit, people)
-    lefts = [a.at_ms for a in audit if a.action == "left"]
-    end = None if still_there or not lefts else max(lefts)
-    until = end if end is not None else now
 
     def iso(ms: int | float | None) -> str | None:
         return None if ms is None else datetime.fromtimestamp(ms / 1000, zone).isoformat(timespec="seconds")
+
+    attendees, still_there = _attendance(audit, people, iso)
+    lefts = [a.at_ms for a in audit if a.action == "left"]
+    end = None if still_there or not lefts else max(lefts)
+    until = end if end is not None else now
 
     handovers = [
         {
@@ -158,7 +159,7 @@ async def build_record(
     }
 
 
-def _attendance(audit: list[AuditRecord], people: People) -> tuple[list[dict[str, Any]], bool]:
+def _attendance(audit: list[AuditRecord], people: People, iso: Any) -> tuple[list[dict[str, Any]], bool]:
     """Per person: first joined, last left (None while connected), and how many times they came."""
     open_conns: dict[str, int] = {}
     rows: dict[str, dict[str, Any]] = {}
@@ -177,7 +178,8 @@ def _attendance(audit: list[AuditRecord], people: People) -> tuple[list[dict[str
     out = []
     for user, row in rows.items():
         info = people.person(user)
-        out.append({**info, "role": people.role(user), **row})
+        out.append({**info, "role": people.role(user), "joined": iso(row["joined"]), "left": iso(row["left"]),
+                    "visits": row["visits"]})
     return out, any(n > 0 for n in open_conns.values())
 
 
