@@ -20,7 +20,7 @@ import pytest
 from pycrdt import Array, Map
 
 from collab.auth import TokenAuthenticator
-from collab.errors import Unauthorized
+from collab.errors import LimitExceeded, Unauthorized
 from collab.slides.demo import ensure_demo_slide
 from collab.store import AuditRecord
 from collab.tickets import TicketRegistry
@@ -128,6 +128,13 @@ def test_ticket_registry_is_single_use_and_sweeps_expired_tickets() -> None:
     now[0] += 31
     registry.issue(principal)  # sweeps the three that expired unused
     assert len(registry) == 1
+    # Unused tickets per user are bounded (429), and the bound frees up as they are used.
+    small = TicketRegistry(30, max_per_user=2, clock=lambda: now[0])
+    kept = [small.issue(principal), small.issue(principal)]
+    with pytest.raises(LimitExceeded):
+        small.issue(principal)
+    small.redeem(kept[0])
+    small.issue(principal)
 
 
 # --- renewal ------------------------------------------------------------------------------------
@@ -374,7 +381,9 @@ async def test_the_record_names_people_classes_areas_comments_in_local_time(
     assert tumor["comments"][0]["at"].endswith("+01:00")
     assert tissue[fresh_id]["length_um"] == pytest.approx(400 * picture.mpp, rel=1e-3)
     # Made before the session, changed by no one, but shown: listed.
-    assert tissue[old_id]["name"] == "Earlier margin" and tissue[old_id]["shown_at"] and not tissue[old_id]["history"]
+    earlier = tissue[old_id]
+    assert earlier["name"] == "Earlier margin" and not earlier["history"]
+    assert [x["by"]["name"] for x in earlier["shown"]] == ["Dr Leroy (Mouscron)"]
 
     # The printable page: parses, names people and actions in words, no ids, the picture embedded.
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
@@ -382,9 +391,10 @@ async def test_the_record_names_people_classes_areas_comments_in_local_time(
     text = parsed.body
     for expected in ("Board 1 December", "Dr Leroy (Mouscron)", "Trainee 1 (Mouscron)", "Europe/Paris",
                      "Invasive front", "Necrosis", "changed the class to Necrosis", "drew", "Earlier margin",
-                     "Grade 2, margin clear", "Colon biopsy, block A", "Lymph node", "µm²"):
+                     "Grade 2, margin clear", "Colon biopsy, block A", "Lymph node", "µm²",
+                     "shown by Dr Leroy (Mouscron)"):
         assert expected in text, expected
-    for hidden in (tumor_id, old_id, fresh_id, "u-m", "u-p", "u-t1", "classification_changed"):
+    for hidden in (tumor_id, old_id, fresh_id, "u-m", "u-p", "u-t1", "classification_changed", "(Roubaix) (Roubaix)"):
         assert hidden not in page.text, hidden
     assert parsed.sections == 2 and "page-break-before:always" in page.text and "@media print" in page.text
     assert len(parsed.images) == 2 and all(src.startswith("data:image/png;base64,") for src in parsed.images)

@@ -120,7 +120,7 @@ async def build_record(
         for a in audit if a.action == "handover"
     ]
     presenters = _presenters(session, audit, people, iso, end)
-    shown: dict[str, dict[str, list[int]]] = {}  # slide -> annotation -> times shown
+    shown: dict[str, dict[str, list[AuditRecord]]] = {}  # slide -> annotation -> when and by whom shown
     slide_times: dict[str, list[int]] = {session["slides"][0]: [start]}  # the first is current at the start
     for a in audit:
         d = a.detail or {}
@@ -129,7 +129,7 @@ async def build_record(
         elif a.action == "shown" and isinstance(d.get("slide"), str):
             slide_times.setdefault(d["slide"], [])
             if isinstance(d.get("annotation"), str):
-                shown.setdefault(d["slide"], {}).setdefault(d["annotation"], []).append(a.at_ms)
+                shown.setdefault(d["slide"], {}).setdefault(d["annotation"], []).append(a)
         elif a.action == "handover" and isinstance(d.get("current"), str):
             slide_times.setdefault(d["current"], [])
 
@@ -137,9 +137,9 @@ async def build_record(
     for slide_id in session["slides"]:
         entry = await _slide_record(
             session["id"], slide_id, slides=slides, store=store, rooms=rooms, people=people,
-            window=(start, until), shown=shown.get(slide_id, {}), iso=iso,
+            window=(start, until), shown=shown.get(slide_id, {}), iso=iso, discussed=slide_id in slide_times,
         )
-        if entry["changes"] or slide_id in slide_times:
+        if entry is not None:
             entry["shown_at"] = [iso(t) for t in sorted(slide_times.get(slide_id, []))]
             out_slides.append(entry)
     creator = session["created_by"]
@@ -206,18 +206,22 @@ async def _slide_record(
     rooms: Any,
     people: People,
     window: tuple[int, int],
-    shown: Mapping[str, list[int]],
+    shown: Mapping[str, list[AuditRecord]],
     iso: Any,
-) -> dict[str, Any]:
-    try:
-        title = (await slides.get(slide_id)).get("title") or slide_id
-    except NotFound:
-        title = slide_id
+    discussed: bool,
+) -> dict[str, Any] | None:
+    """One slide's part of the record; None when it was neither on screen nor changed."""
     start, until = window
     changes = [
         a for a in await store.list_audit(f"slide:{slide_id}", limit=100_000)
         if start <= a.at_ms <= until and a.action in ANNOTATION_ACTIONS
     ]
+    if not changes and not discussed:
+        return None  # not worth loading its room
+    try:
+        title = (await slides.get(slide_id)).get("title") or slide_id
+    except NotFound:
+        title = slide_id
     current = await current_annotations(rooms, slide_id)
     ids = list(dict.fromkeys([*(a.target for a in changes if a.target), *shown]))
     annotations = []
@@ -281,7 +285,7 @@ def _annotation(
     n: int,
     rec: Mapping[str, Any] | None,
     history: list[AuditRecord],
-    shown_times: list[int],
+    shown: list[AuditRecord],
     people: People,
     iso: Any,
 ) -> dict[str, Any]:
@@ -328,7 +332,7 @@ def _annotation(
             for a in history
         ],
         "comments": comments,
-        "shown_at": [iso(t) for t in sorted(shown_times)],
+        "shown": [{"at": iso(a.at_ms), "by": people.person(a.user_id, a.site)} for a in shown],
         "deleted": not rec,
     }
 
@@ -368,7 +372,9 @@ def _measure(a: Mapping[str, Any]) -> str:
 def _who(p: Mapping[str, Any] | None) -> str:
     if not p:
         return "unknown"
-    return f"{p['name']} ({p['site']})" if p.get("site") else str(p["name"])
+    name, site = str(p["name"]), p.get("site")
+    # Names often carry their site already: "Dr Leroy (Mouscron)".
+    return f"{name} ({site})" if site and site not in name else name
 
 
 def record_html(record: Mapping[str, Any], images: Mapping[str, bytes] | None = None) -> str:
@@ -419,7 +425,7 @@ def record_html(record: Mapping[str, Any], images: Mapping[str, bytes] | None = 
             swatch = f"<span class='swatch' style='background:{e(a['color'])}'></span>"
             events = [
                 f"{_local(h['at'])[11:]} {_who(h)} {h['words']}" for h in a["history"]
-            ] + [f"{_local(t)[11:]} shown" for t in a["shown_at"]]
+            ] + [f"{_local(x['at'])[11:]} shown by {_who(x['by'])}" for x in a["shown"]]
             label = e(a["label"]) + (" <span class='muted'>(deleted)</span>" if a["deleted"] else "")
             parts.append(
                 f"<tr class='annotation'><td>{label}</td><td>{swatch}{e(a['class'] or 'none')}</td>"
