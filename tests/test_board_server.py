@@ -21,6 +21,7 @@ from pycrdt import Array, Map
 
 from collab.auth import TokenAuthenticator
 from collab.errors import LimitExceeded, Unauthorized
+from collab.sessions.picture import NO_CLASS_COLOR, class_color
 from collab.slides.demo import ensure_demo_slide
 from collab.store import AuditRecord
 from collab.tickets import TicketRegistry
@@ -443,3 +444,14 @@ async def test_the_record_is_for_participants_only(board: LiveServer) -> None:
         assert r.status_code == 403
         assert (await http.get("/api/sessions/nope/record", params={"token": live.token("viewer")})).status_code == 404
 
+
+
+def test_outline_colors_come_from_the_class_and_tolerate_what_clients_write() -> None:
+    def color(value: object) -> tuple[int, int, int]:
+        return class_color({"classification": {"name": "X", "color": value}})
+
+    assert color([200, 0, 0]) == (200, 0, 0)
+    assert color([300, -4, 2.5]) == (255, 0, 2)
+    for odd in ([float("nan"), 0, 0], [float("inf"), 0, 0], [True, 0, 0], "red", [1, 2], None):
+        assert color(odd) == NO_CLASS_COLOR
+    assert class_color({"classification": None}) == NO_CLASS_COLOR

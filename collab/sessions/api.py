@@ -12,7 +12,9 @@ from starlette.routing import Route
 from collab.errors import Forbidden, NotFound
 from collab.http import JSONResponse, RequestAuth, read_json
 from collab.live.rooms import RoomManager
-from collab.sessions.record import build_record, current_annotations, record_html, render_slide_png, time_zone
+from collab.sessions.picture import render_slide_png
+from collab.sessions.printing import record_html
+from collab.sessions.record import build_record, current_annotations, time_zone
 from collab.sessions.registry import SessionRegistry, may_join, session_key
 from collab.settings import Settings
 from collab.slides.registry import SlideRegistry

@@ -3,18 +3,15 @@
 Read from the audit trail (the session room's `joined`, `left`, `handover`, `shown`,
 `slide_shown`; each slide room's annotation changes within the session) and from each slide's
 current document. Times are shown in the participants' time zone; people by name, not by id;
-actions in words. `record_html` prints it (one page per slide); `render_slide_png` draws a
-slide's thumbnail with its annotations' outlines in their class colors.
+actions in words. Printed by sessions/printing.py; each slide's picture drawn by sessions/picture.py.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import logging
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pycrdt import Map
 
 from collab.errors import BadRequest, NotFound
+from collab.sessions.picture import class_color
 from collab.store import AuditRecord, Store
 
 log = logging.getLogger(__name__)
@@ -37,9 +35,6 @@ _WORDS = {
     "commented": "commented",
     "updated": "edited",
 }
-NO_CLASS_COLOR = (255, 200, 0)  # outlines of unclassified annotations
-THUMBNAIL_PX = 1024  # the longer side of a record's slide picture
-BLANK_BACKGROUND = (236, 236, 236)  # slides the server does not open itself have no picture
 
 
 def time_zone(name: str) -> ZoneInfo:
@@ -143,6 +138,8 @@ async def build_record(
             entry["shown_at"] = [iso(t) for t in sorted(slide_times.get(slide_id, []))]
             out_slides.append(entry)
     creator = session["created_by"]
+    log.info("session record built", extra={"session": session["id"], "slides": len(out_slides),
+                                            "attendees": len(attendees)})
     return {
         "session": session,
         "title": session["title"],
@@ -262,15 +259,6 @@ def _class_name(record: Mapping[str, Any] | None) -> str | None:
     return None
 
 
-def class_color(record: Mapping[str, Any] | None) -> tuple[int, int, int]:
-    cls = (record or {}).get("classification")
-    color = cls.get("color") if isinstance(cls, Mapping) else None
-    if isinstance(color, list | tuple) and len(color) == 3 and all(isinstance(c, int | float) for c in color):
-        r, g, b = (max(0, min(255, int(c))) for c in color)
-        return (r, g, b)
-    return NO_CLASS_COLOR
-
-
 def _words(a: AuditRecord) -> str:
     d = a.detail or {}
     if a.action == "classification_changed":
@@ -335,191 +323,3 @@ def _annotation(
         "shown": [{"at": iso(a.at_ms), "by": people.person(a.user_id, a.site)} for a in shown],
         "deleted": not rec,
     }
-
-
-# --- printing ------------------------------------------------------------------------------
-
-_CSS = """
-body{font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;max-width:960px;margin:2em auto;color:#111}
-h1{font-size:22px;margin:0 0 .2em}h2{font-size:18px;margin:0 0 .4em}h3{font-size:14px;margin:1em 0 .3em}
-table{border-collapse:collapse;width:100%;margin:.3em 0 1em}
-th,td{border-bottom:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
-th{font-weight:600;background:#f4f4f4}
-.meta{color:#444}.muted{color:#777}.swatch{display:inline-block;width:.9em;height:.9em;border:1px solid #0005;
-vertical-align:-.1em;margin-right:.3em}
-.slide{page-break-before:always;break-before:page}
-.slide img{max-width:100%;max-height:120mm;display:block;margin:.5em 0;border:1px solid #ccc}
-.comments{margin:.2em 0 0 1em;padding:0;list-style:none}.comments li{margin:.1em 0}
-@page{size:A4;margin:15mm}
-@media print{body{margin:0;max-width:none}a{color:inherit;text-decoration:none}
-tr,li,.annotation{break-inside:avoid;page-break-inside:avoid}}
-"""
-
-
-def _local(value: str | None) -> str:
-    """An ISO 8601 time as 'YYYY-MM-DD HH:MM'."""
-    return "" if not value else value[:16].replace("T", " ")
-
-
-def _measure(a: Mapping[str, Any]) -> str:
-    if isinstance(a.get("area_um2"), int | float):
-        return f"{a['area_um2']:,.0f} µm²"
-    if isinstance(a.get("length_um"), int | float):
-        return f"{a['length_um']:,.1f} µm"
-    return ""
-
-
-def _who(p: Mapping[str, Any] | None) -> str:
-    if not p:
-        return "unknown"
-    name, site = str(p["name"]), p.get("site")
-    # Names often carry their site already: "Dr Leroy (Mouscron)".
-    return f"{name} ({site})" if site and site not in name else name
-
-
-def record_html(record: Mapping[str, Any], images: Mapping[str, bytes] | None = None) -> str:
-    """A printable page (A4, one page per slide); `images` (slide id -> PNG) are embedded."""
-    e = html.escape
-    tz = record["time_zone"]
-    end = _local(record["end"]) if record["end"] else "still in progress"
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>Tumor board: {e(record['title'])}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Tumor board: {e(record['title'])}</h1>",
-        f"<p class='meta'>Led by {e(_who(record['led_by']))}. From {e(_local(record['start']))} to {e(end)} "
-        f"(times in {e(tz)}).</p>",
-        "<h3>Attendance</h3>",
-    ]
-    if record["attendees"]:
-        parts.append("<table><tr><th>Name</th><th>Site</th><th>Role</th><th>Joined</th><th>Left</th></tr>")
-        for p in record["attendees"]:
-            left = _local(p["left"]) if p["left"] else "still connected"
-            parts.append(
-                f"<tr><td>{e(p['name'])}</td><td>{e(p['site'])}</td><td>{e(p['role'])}</td>"
-                f"<td>{e(_local(p['joined']))}</td><td>{e(left)}</td></tr>"
-            )
-        parts.append("</table>")
-    else:
-        parts.append("<p class='muted'>No one joined the session room.</p>")
-    parts.append("<h3>Presenters</h3><ul>")
-    for p in record["presenters"]:
-        until = f" to {_local(p['until'])}" if p["until"] else ""
-        parts.append(f"<li>{e(_who(p))}: from {e(_local(p['from']))}{e(until)}</li>")
-    parts.append("</ul>")
-    for slide in record["slides"]:
-        parts.append(f"<section class='slide'><h2>{e(slide['title'])}</h2>")
-        if slide.get("shown_at"):
-            times = ", ".join(_local(t)[11:] for t in slide["shown_at"])
-            parts.append(f"<p class='meta'>On screen at {e(times)}.</p>")
-        png = (images or {}).get(slide["slide"])
-        if png is not None:
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(f"<img alt='{e(slide['title'])} with its annotations' src='data:image/png;base64,{data}'>")
-        if not slide["annotations"]:
-            parts.append("<p class='muted'>No annotation was shown, made or changed.</p></section>")
-            continue
-        parts.append(
-            "<table><tr><th>Annotation</th><th>Class</th><th>Size</th><th>Drawn by</th><th>What happened</th></tr>"
-        )
-        for a in slide["annotations"]:
-            swatch = f"<span class='swatch' style='background:{e(a['color'])}'></span>"
-            events = [
-                f"{_local(h['at'])[11:]} {_who(h)} {h['words']}" for h in a["history"]
-            ] + [f"{_local(x['at'])[11:]} shown by {_who(x['by'])}" for x in a["shown"]]
-            label = e(a["label"]) + (" <span class='muted'>(deleted)</span>" if a["deleted"] else "")
-            parts.append(
-                f"<tr class='annotation'><td>{label}</td><td>{swatch}{e(a['class'] or 'none')}</td>"
-                f"<td>{e(_measure(a))}</td><td>{e(_who(a['author']))}</td>"
-                f"<td>{'<br>'.join(e(x) for x in events)}"
-            )
-            if a["comments"]:
-                parts.append("<ul class='comments'>")
-                for c in a["comments"]:
-                    when = _local(c["at"])[11:] if c["at"] else ""
-                    parts.append(f"<li><strong>{e(c['name'])}</strong> <span class='muted'>{e(when)}</span>: "
-                                 f"{e(c['text'])}</li>")
-                parts.append("</ul>")
-            parts.append("</td></tr>")
-        parts.append("</table></section>")
-    parts.append("</body></html>")
-    return "".join(parts)
-
-
-# --- the slide's picture ---------------------------------------------------------------------
-
-def render_slide_png(
-    slide: Mapping[str, Any], annotations: Iterable[Mapping[str, Any]], max_px: int = THUMBNAIL_PX
-) -> bytes:
-    """The slide's thumbnail (OpenSlide, for slides the server opens) with every annotation's
-    outline drawn in its class color. Blocking: call it in a thread."""
-    import io
-
-    from PIL import Image, ImageDraw
-
-    width, height = float(slide["width"]), float(slide["height"])
-    scale = max_px / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image = None
-    if slide.get("path"):
-        import openslide
-
-        try:
-            with openslide.OpenSlide(str(slide["path"])) as opened:
-                image = opened.get_thumbnail(size).convert("RGB")
-        except (openslide.OpenSlideError, OSError) as exc:
-            log.warning("no thumbnail for the record: %s", exc, extra={"slide": slide.get("id")})
-    if image is None:
-        image = Image.new("RGB", size, BLANK_BACKGROUND)
-    # get_thumbnail keeps the aspect ratio within `size`: scale to what came back.
-    sx, sy = image.width / width, image.height / height
-    draw = ImageDraw.Draw(image)
-    line = max(2, round(max(image.size) / 400))
-    for record in annotations:
-        color = class_color(record)
-        for kind, points in _outlines(record.get("geometry")):
-            xy = [(x * sx, y * sy) for x, y in points]
-            if kind == "point":
-                x, y = xy[0]
-                r = line * 2
-                draw.ellipse((x - r, y - r, x + r, y + r), outline=color, width=line)
-            elif len(xy) >= 2:
-                draw.line(xy, fill=color, width=line, joint="curve")
-    buf = io.BytesIO()
-    image.save(buf, "PNG", optimize=False)
-    return buf.getvalue()
-
-
-def _outlines(geometry: Any) -> list[tuple[str, list[tuple[float, float]]]]:
-    """Rings, lines and points of a GeoJSON geometry with finite coordinates."""
-    if not isinstance(geometry, Mapping):
-        return []
-    kind, coords = geometry.get("type"), geometry.get("coordinates")
-
-    def pts(seq: Any) -> list[tuple[float, float]]:
-        out = []
-        for p in seq if isinstance(seq, list) else []:
-            if isinstance(p, list | tuple) and len(p) >= 2:
-                x, y = p[0], p[1]
-                if isinstance(x, int | float) and isinstance(y, int | float) and math.isfinite(x) and math.isfinite(y):
-                    out.append((float(x), float(y)))
-        return out
-
-    def closed(ring: list[tuple[float, float]]) -> list[tuple[float, float]]:
-        return ring + ring[:1] if ring and ring[0] != ring[-1] else ring
-
-    if not isinstance(coords, list):
-        return []
-    if kind == "Point":
-        p = pts([coords])
-        return [("point", p)] if p else []
-    if kind == "MultiPoint":
-        return [("point", [p]) for p in pts(coords)]
-    if kind == "LineString":
-        return [("line", pts(coords))]
-    if kind == "MultiLineString":
-        return [("line", pts(part)) for part in coords]
-    if kind == "Polygon":
-        return [("line", closed(pts(ring))) for ring in coords]
-    if kind == "MultiPolygon":
-        return [("line", closed(pts(ring))) for poly in coords if isinstance(poly, list) for ring in poly]
-    return []
