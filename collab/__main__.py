@@ -1,4 +1,4 @@
-"""Command line: `collab serve` and `collab token`."""
+"""Command line: `collab serve`, `collab token` and `collab session create`."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def _token_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--site", required=True)
     p.add_argument("--role", required=True, choices=[r.value for r in Role])
     p.add_argument("--slides", default="*", help='comma list of slide ids, or "*" (default)')
-    p.add_argument("--ttl", type=float, default=3600, help="seconds until it expires (default 3600)")
+    p.add_argument("--ttl", type=float, help="seconds until it expires (default COLLAB_LINK_TTL, 4 h)")
     p.add_argument("--data", type=Path, help="data directory holding the generated secret")
 
 
@@ -50,9 +50,28 @@ def _session_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     create.add_argument("--user", default="presenter", help="the presenter's user id")
     create.add_argument("--name", default="Presenter")
     create.add_argument("--site", default="Roubaix")
-    create.add_argument("--ttl", type=float, default=12 * 3600, help="token lifetime in seconds")
+    create.add_argument(
+        "--presenter", action="append", type=_person, metavar="ID:NAME:SITE",
+        help="another presenter to invite (repeatable; default: dr-mouscron:Dr Leroy (Mouscron):Mouscron)",
+    )
+    create.add_argument("--trainees", type=int, default=2,
+                        help="read-only trainee links, one identity each (default 2)")
+    create.add_argument("--ttl", type=float, help="link lifetime in seconds (default COLLAB_LINK_TTL, 4 h)")
     create.add_argument("--data", type=Path, help="data directory of the server")
     create.add_argument("--public-url", help="base URL of the printed links")
+
+
+# The second presenter printed by default, so that a handover can be tried with the links.
+DEFAULT_PRESENTER = ("dr-mouscron", "Dr Leroy (Mouscron)", "Mouscron")
+
+
+def _person(text: str) -> tuple[str, str, str]:
+    # The name may hold a colon; the id comes first and the site last.
+    user, _, rest = text.partition(":")
+    name, _, site = rest.rpartition(":")
+    if not user.strip() or not name.strip() or not site.strip():
+        raise argparse.ArgumentTypeError(f"expected ID:NAME:SITE, got {text!r}")
+    return user.strip(), name.strip(), site.strip()
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -84,7 +103,7 @@ async def _session_create(args: argparse.Namespace) -> int:
     auth = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
     slides = [s for s in args.slides.split(",") if s]
     presenter = auth.authenticate(
-        auth.mint(user=args.user, name=args.name, site=args.site, role="presenter", slides=slides, ttl=args.ttl)
+        auth.mint(user=args.user, name=args.name, site=args.site, role="presenter", slides=slides, ttl=60)
     )
     async with open_store(settings) as store:
         try:
@@ -95,25 +114,36 @@ async def _session_create(args: argparse.Namespace) -> int:
             print(f"collab session create: {exc}", file=sys.stderr)
             return 2
         await store.append(session_key(record["id"]), initial)
+    ttl = args.ttl or settings.link_ttl
     base = f"{settings.base_url}/app/?session={record['id']}&token="
-    people = [
-        ("presenter", args.user, args.name, args.site, "presenter"),
-        ("reviewer (Roubaix)", "reviewer-roubaix", "Reviewer (Roubaix)", "Roubaix", "reviewer"),
-        ("reviewer (Mouscron)", "reviewer-mouscron", "Reviewer (Mouscron)", "Mouscron", "reviewer"),
-        ("trainee, read-only", "trainee", "Trainee", "Mouscron", "viewer"),
-    ]
     print(f"session {record['id']}: {record['title']} ({', '.join(slides)})")
-    for label, user, name, site, role in people:
-        token = auth.mint(user=user, name=name, site=site, role=role, slides=slides, ttl=args.ttl)
+    print(f"  record: {settings.base_url}/api/sessions/{record['id']}/record?format=html&token=", end="")
+    print(auth.mint(user=args.user, name=args.name, site=args.site, role="viewer", slides=slides, ttl=ttl))
+    for label, user, name, site, role in session_people(args):
+        token = auth.mint(user=user, name=name, site=site, role=role, slides=slides, ttl=ttl)
         print(f"  {label}: {base}{token}")
     return 0
+
+
+def session_people(args: argparse.Namespace) -> list[tuple[str, str, str, str, str]]:
+    """(label, user, name, site, role) of every printed link: each one its own identity."""
+    people = [(f"presenter, {args.name}", args.user, args.name, args.site, "presenter")]
+    for user, name, site in args.presenter or [DEFAULT_PRESENTER]:
+        if user != args.user:
+            people.append((f"presenter, {name}", user, name, site, "presenter"))
+    people.append(("reviewer, Reviewer (Roubaix)", "reviewer-roubaix", "Reviewer (Roubaix)", "Roubaix", "reviewer"))
+    for i in range(1, max(0, args.trainees) + 1):
+        name = f"Trainee {i} (Mouscron)"
+        people.append((f"trainee, read-only, {name}", f"trainee-{i}", name, "Mouscron", "viewer"))
+    return people
 
 
 def _token(args: argparse.Namespace) -> int:
     settings = Settings.from_env(os.environ, data=args.data)
     auth = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
     slides: Any = "*" if args.slides.strip() == "*" else [s for s in args.slides.split(",") if s]
-    print(auth.mint(user=args.user, name=args.name, site=args.site, role=args.role, slides=slides, ttl=args.ttl))
+    ttl = args.ttl or settings.link_ttl
+    print(auth.mint(user=args.user, name=args.name, site=args.site, role=args.role, slides=slides, ttl=ttl))
     return 0
 
 

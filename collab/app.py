@@ -38,6 +38,8 @@ from collab.slides.demo import ensure_demo_slide
 from collab.slides.registry import SlideRegistry
 from collab.slides.tiles import SlideImages
 from collab.store import AuditRecord, open_store
+from collab.tickets import TicketRegistry
+from collab.tokens import TokensApi
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,11 @@ class Collab:
         self.slides_api = SlidesApi(self.api, self.slides, self.images)
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)  # type: ignore[arg-type]
         self.sessions = SessionRegistry(self.store, self.slides)  # type: ignore[arg-type]
-        self.sessions_api = SessionsApi(self.api, self.sessions, self.slides, self.store)  # type: ignore[arg-type]
+        self.sessions_api = SessionsApi(
+            self.api, self.sessions, self.slides, self.store, self.rooms, settings  # type: ignore[arg-type]
+        )
+        self.tickets = TicketRegistry(settings.ticket_seconds)
+        self.tokens_api = TokensApi(self.api, self.authenticator, self.tickets, settings)
 
     async def policy_for(self, key: RoomKey) -> RoomPolicy:
         """Slides are checked and audited (unless checks are off); sessions follow their presenter."""
@@ -125,6 +131,7 @@ class Collab:
             "settings": self.settings,
             "on_refusal": self.record_refusal,
             "connections_per_user": Counter(),
+            "tickets": self.tickets,
         }
         routes: list[Route | Mount | WebSocketRoute] = [
             Route("/", lambda request: RedirectResponse("/app/"), methods=["GET"]),
@@ -141,6 +148,7 @@ class Collab:
                 RoomEndpoint("session", check_document=self.check_session, **common),  # type: ignore[arg-type]
             ),
             *self.sessions_api.routes(),
+            *self.tokens_api.routes(),
         ]
         if STATIC_APP.is_dir():
             routes.append(Mount("/app", StaticFiles(directory=STATIC_APP, html=True), name="app"))

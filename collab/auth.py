@@ -117,16 +117,38 @@ class TokenAuthenticator:
         role: str,
         slides: list[str] | str = "*",
         ttl: float = 3600,
+        issued_at: int | None = None,
     ) -> str:
+        """A signed token; `iat` marks when the link was first issued (renewals keep it)."""
+        now = time.time()
         claims = {
             "sub": user,
             "name": name,
             "site": site,
             "role": Role(role).value,
             "slides": slides,
-            "exp": int(time.time() + ttl),
+            "iat": int(now) if issued_at is None else int(issued_at),
+            "exp": int(now + ttl),
         }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def renew(self, token: str | None, *, link_ttl: float, max_lifetime: float) -> tuple[str, int]:
+        """A fresh token for the same identity and slides, expiring `link_ttl` from now but never
+        past the original link's `iat` + `max_lifetime`: a meeting can run long, a leaked link
+        cannot be kept alive forever. Raises Unauthorized (invalid, expired) or Forbidden (cap)."""
+        principal = self.authenticate(token)  # refuses expired and invalid tokens
+        claims = jwt.decode(token, self._secret, algorithms=[ALGORITHM])  # type: ignore[arg-type]
+        exp = int(claims["exp"])
+        iat = claims.get("iat")
+        # Tokens minted before `iat` existed count from their own expiry minus the link TTL.
+        issued = int(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else int(exp - link_ttl)
+        cap = int(issued + max_lifetime)
+        if exp >= cap:
+            raise Forbidden("this link cannot be renewed further")
+        new_exp = min(int(time.time() + link_ttl), cap)
+        renewed = {**claims, "iat": issued, "exp": new_exp}
+        log.info("token renewed", extra={"user": principal.user_id, "site": principal.site, "exp": new_exp})
+        return jwt.encode(renewed, self._secret, algorithm=ALGORITHM), new_exp
 
 
 def _principal_from_claims(claims: dict[str, Any]) -> Principal:

@@ -27,6 +27,12 @@ class Settings:
     deflate: bool = False  # permessage-deflate (see bench/RESULTS.md for why it is off)
     log_level: str = "info"
 
+    # Links and tickets
+    link_ttl: float = 4 * 3600.0  # a printed or renewed link lasts this long (covers a meeting)
+    token_max_lifetime: float = 12 * 3600.0  # renewals never reach past the link's issue + this
+    ticket_seconds: float = 30.0  # a WebSocket ticket (POST /api/tickets) is good this long, once
+    time_zone: str = "Europe/Brussels"  # session records print times in this zone unless ?tz=
+
     # Durability
     sqlite_synchronous: str = "normal"  # normal: survives kill -9; full: also power loss
     compact_after_updates: int = 500  # log entries of a room before it is folded into a snapshot

@@ -121,7 +121,7 @@ async def test_summary_lists_changes_made_during_the_session(live: LiveServer) -
         (c["annotation"], c["action"], c["user"], c["site"]) for c in by_slide["s2"]
     }
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert "tumor-1" in page.text and "Mouscron" in page.text
+    assert "region 5" in page.text and "Mouscron" in page.text
 
 
 def test_cli_session_create_prints_links(tmp_path: Path) -> None:
@@ -159,7 +159,7 @@ def test_cli_session_create_prints_links(tmp_path: Path) -> None:
         env=env,
     ).stdout
     assert out.startswith("session ")
-    assert out.count("/app/?session=") == 4 and "trainee" in out
+    assert out.count("/app/?session=") == 5 and "trainee" in out
     bad = subprocess.run(
         [sys.executable, "-m", "collab", "session", "create", "--title", "B", "--slides", "nope", "--data", str(data)],
         capture_output=True,

@@ -20,6 +20,7 @@ from collab.live.connection import Connection
 from collab.live.keys import RoomKey
 from collab.live.rooms import RoomManager
 from collab.settings import Settings
+from collab.tickets import Tickets
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class RoomEndpoint:
         check_document: DocumentCheck,
         on_refusal: Callable[[str, Principal | None, str, str], None],
         connections_per_user: Counter[str],
+        tickets: Tickets,
     ) -> None:
         self._kind = kind
         self._rooms = rooms
@@ -49,6 +51,7 @@ class RoomEndpoint:
         self._on_refusal = on_refusal
         # Shared by the slide and session endpoints: the limit is per user, not per kind of room.
         self._per_user = connections_per_user
+        self._tickets = tickets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         doc_id: str = scope["path_params"]["doc_id"]
@@ -90,9 +93,12 @@ class RoomEndpoint:
         origin = header(headers, b"origin")
         if not origin_allowed(origin, header(headers, b"host"), self._settings.allowed_origins):
             raise Forbidden(f"origin {origin} is not allowed")
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        token = (query.get("token") or [None])[0]
-        principal = self._auth.authenticate(token)
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        if "ticket" in query:
+            # A browser's single-use ticket: keeps the token itself out of URLs and logs.
+            principal = self._tickets.redeem(query["ticket"][0])
+        else:
+            principal = self._auth.authenticate((query.get("token") or [None])[0])
         if self._per_user[principal.user_id] >= self._settings.max_connections_per_user:
             raise TooManyConnections("too many connections for this user")
         return principal
