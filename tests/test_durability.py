@@ -173,3 +173,17 @@ async def test_pending_corrections_are_written_before_shutdown(tmp_path: Path, m
     async with serving(settings) as live, live.client("s") as c:
         assert c.annotations["k"].to_py()["status"] == "ok"
         assert c.annotations["k"].to_py()["author"] == "reviewer-roubaix"
+
+
+@pytest.mark.parametrize("writes", [0, 1])
+async def test_sigterm_closes_every_socket_with_1001(server_process: ServerProcess, writes: int) -> None:
+    """A client that only synced gets 1001 like one that wrote (uvicorn used to close it with 1012)."""
+    server_process.start()
+    register(server_process, "s1")
+    client = await YClient(url(server_process, "s1", "reader")).connect()
+    for i in range(writes):
+        client.annotations[f"w-{i}"] = annotation(i)
+        await client.flush()
+    assert server_process.terminate() == 0
+    assert await client.wait_closed() == 1001
+    assert client.close_reason == "server shutting down"
