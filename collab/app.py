@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -37,7 +38,7 @@ from collab.slides.api import SlidesApi
 from collab.slides.demo import ensure_demo_slide
 from collab.slides.registry import SlideRegistry
 from collab.slides.tiles import SlideImages
-from collab.store import AuditRecord, open_store
+from collab.store import AuditRecord, create_store
 from collab.tickets import TicketRegistry
 from collab.tokens import TokensApi
 
@@ -55,32 +56,34 @@ class Collab:
             raise ValueError("COLLAB_REDIS_URL (cross-node fan-out) is not supported by this version yet")
         self.settings = settings
         self.authenticator = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
-        self.store = open_store(settings)
+        self.store = create_store(settings)  # opened by the app's lifespan
         self.bus = LocalBus()
-        self.rooms = RoomManager(self.store, self.bus, settings, self.policy_for)  # type: ignore[arg-type]
-        self.slides = SlideRegistry(self.store)  # type: ignore[arg-type]
+        self.rooms = RoomManager(self.store, self.bus, settings, self.policy_for)
+        self.slides = SlideRegistry(self.store)
         self.images = SlideImages()
         self.api = RequestAuth(self.authenticator, settings.allowed_origins)
         self.slides_api = SlidesApi(self.api, self.slides, self.images)
-        self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)  # type: ignore[arg-type]
-        self.sessions = SessionRegistry(self.store, self.slides)  # type: ignore[arg-type]
+        self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)
+        self.sessions = SessionRegistry(self.store, self.slides)
         self.sessions_api = SessionsApi(
-            self.api, self.sessions, self.slides, self.store, self.rooms, settings  # type: ignore[arg-type]
+            self.api, self.sessions, self.slides, self.store, self.rooms, settings
         )
         self.tickets = TicketRegistry(settings.ticket_seconds)
         self.tokens_api = TokensApi(self.api, self.authenticator, self.tickets, settings)
+        self._drain_lock = asyncio.Lock()
+        self._drained = False
 
     async def policy_for(self, key: RoomKey) -> RoomPolicy:
         """Slides are checked and audited (unless checks are off); sessions follow their presenter."""
         if key.kind == SESSION:
-            return SessionPolicy(self.store)  # type: ignore[arg-type]
+            return SessionPolicy(self.store)
         if key.kind == SLIDE and self.settings.geometry_checks:
             record = await self.slides.get(key.id)
             catalog = AnnotationCatalog(
                 width=record["width"], height=record["height"], mpp=record.get("mpp"),
                 max_vertices=self.settings.max_vertices,
             )
-            return AnnotationGuard(self.store, catalog)  # type: ignore[arg-type]
+            return AnnotationGuard(self.store, catalog)
         return RoomPolicy()
 
     async def check_session(self, session_id: str, principal: Principal) -> None:
@@ -97,7 +100,7 @@ class Collab:
         user = principal.user_id if principal else "-"
         site = principal.site if principal else "-"
         log.warning("refused %s: %s", room, message, extra={"room": room, "user": user, "site": site, "reason": reason})
-        self.store.audit(  # type: ignore[attr-defined]
+        self.store.audit(
             AuditRecord(
                 room, int(time.time() * 1000), user, site, "refused", None, {"reason": reason, "message": message}
             )
@@ -121,11 +124,37 @@ class Collab:
         print("\n".join(["", "collab demo slide ready:", *links, ""]), flush=True)
 
     async def drain(self) -> None:
-        """SIGTERM: close every socket with 1001 and flush every pending update."""
-        await self.rooms.shutdown(1001, "server shutting down")
+        """SIGTERM: close every socket with 1001 and flush every pending update, once (the server's
+        shutdown and the lifespan both ask), within `flush_timeout`."""
+        async with self._drain_lock:
+            if self._drained:
+                return
+            self._drained = True
+            started = time.perf_counter()
+            committed = self.store.committed_writes
+            try:
+                async with asyncio.timeout(self.settings.flush_timeout):
+                    sockets, rooms = await self.rooms.shutdown(1001, "server shutting down")
+            except TimeoutError:
+                # What is still queued is committed by the store's close; sockets left open are
+                # closed by uvicorn (1012).
+                log.error(
+                    "drain did not finish within %.1f s (COLLAB_FLUSH_TIMEOUT)",
+                    self.settings.flush_timeout,
+                    extra={"writes": self.store.committed_writes - committed},
+                )
+                return
+            log.info(
+                "drained in %.0f ms: closed %d sockets, flushed %d rooms (%d writes)",
+                (time.perf_counter() - started) * 1000,
+                sockets,
+                rooms,
+                self.store.committed_writes - committed,
+                extra={"sockets": sockets, "rooms": rooms, "writes": self.store.committed_writes - committed},
+            )
 
     def routes(self) -> list[Route | Mount | WebSocketRoute]:
-        common = {
+        common: dict[str, Any] = {
             "rooms": self.rooms,
             "authenticator": self.authenticator,
             "settings": self.settings,
@@ -141,11 +170,11 @@ class Collab:
             *self.annotations_api.routes(),
             WebSocketRoute(
                 "/ws/slides/{doc_id:path}",
-                RoomEndpoint("slide", check_document=self.check_slide, **common),  # type: ignore[arg-type]
+                RoomEndpoint("slide", check_document=self.check_slide, **common),
             ),
             WebSocketRoute(
                 "/ws/sessions/{doc_id:path}",
-                RoomEndpoint("session", check_document=self.check_session, **common),  # type: ignore[arg-type]
+                RoomEndpoint("session", check_document=self.check_session, **common),
             ),
             *self.sessions_api.routes(),
             *self.tokens_api.routes(),
@@ -187,14 +216,17 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with collab.store:  # type: ignore[attr-defined]
+        await collab.store.open()
+        try:
+            if settings.demo:
+                await collab.register_demo()
+            yield
+        finally:
             try:
-                if settings.demo:
-                    await collab.register_demo()
-                yield
-            finally:
-                await collab.drain()
+                await collab.drain()  # already done when CollabServer shut down first
                 collab.images.close()
+            finally:
+                await collab.store.close()
 
     async def on_collab_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, CollabError)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -13,7 +15,9 @@ from pycrdt import Doc, Map
 import collab.annotations.guard as annotations_module
 from collab.auth import TokenAuthenticator
 from collab.live.keys import RoomKey
+from collab.live.rooms import RoomManager
 from collab.store import open_store
+from collab.store.sqlite import SqliteStore
 from tests.conftest import SECRET, ServerProcess, make_settings, serving
 from tests.test_live_rooms import annotation
 from tests.yclient import YClient
@@ -158,8 +162,6 @@ async def test_sigterm_with_many_rooms(server_process: ServerProcess) -> None:
             assert "x" in checker.annotations
 
 
-
-
 async def test_pending_corrections_are_written_before_shutdown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Corrections wait a few milliseconds before they are written; make that wait longer than the
     # test, so only the shutdown's own flush can have written them.
@@ -174,3 +176,79 @@ async def test_pending_corrections_are_written_before_shutdown(tmp_path: Path, m
     async with serving(settings) as live, live.client("s") as c:
         assert c.annotations["k"].to_py()["status"] == "ok"
         assert c.annotations["k"].to_py()["author"] == "reviewer-roubaix"
+
+
+@pytest.mark.parametrize("writes", [0, 1])
+async def test_sigterm_closes_every_socket_with_1001(server_process: ServerProcess, writes: int) -> None:
+    """A client that only synced gets 1001 like one that wrote (uvicorn used to close it with 1012)."""
+    server_process.start()
+    register(server_process, "s1")
+    client = await YClient(url(server_process, "s1", "reader")).connect()
+    for i in range(writes):
+        client.annotations[f"w-{i}"] = annotation(i)
+        await client.flush()
+    assert server_process.terminate() == 0
+    assert await client.wait_closed() == 1001
+    assert client.close_reason == "server shutting down"
+
+
+async def test_drain_runs_once_and_logs_what_it_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server's shutdown and the app's lifespan both ask for the drain: it runs once."""
+    calls = 0
+    shutdown = RoomManager.shutdown
+
+    async def counted(self: RoomManager, *args: Any, **kwargs: Any) -> tuple[int, int]:
+        nonlocal calls
+        calls += 1
+        return await shutdown(self, *args, **kwargs)
+
+    monkeypatch.setattr(RoomManager, "shutdown", counted)
+    caplog.set_level(logging.INFO, logger="collab.app")
+    async with serving(make_settings(tmp_path / "d")) as live:
+        await live.register_slide("s")
+        a = await live.client("s").connect()
+        b = await live.client("s", user="other").connect()
+        a.annotations["k"] = annotation(1)
+        await b.wait_for(lambda: "k" in b.annotations)
+    assert calls == 1
+    drained = [r for r in caplog.records if r.getMessage().startswith("drained")]
+    assert len(drained) == 1
+    assert (drained[0].sockets, drained[0].rooms) == (2, 1)  # type: ignore[attr-defined]
+    assert await a.wait_closed() == 1001
+    assert await b.wait_closed() == 1001
+
+
+async def test_drain_is_bounded_by_flush_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store that cannot commit does not hold the shutdown past COLLAB_FLUSH_TIMEOUT."""
+    stuck = asyncio.Event()
+    release = asyncio.Event()
+    commit = SqliteStore._commit_batch
+
+    async def slow_commit(self: SqliteStore, ops: list[Any]) -> None:
+        if any(op.kind == "append" for op in ops):
+            stuck.set()
+            await release.wait()
+        await commit(self, ops)
+
+    monkeypatch.setattr(SqliteStore, "_commit_batch", slow_commit)
+    caplog.set_level(logging.INFO, logger="collab.app")
+    async with serving(make_settings(tmp_path / "d", flush_timeout=0.5)) as live:
+        try:
+            await live.register_slide("s")
+            async with live.client("s") as a:
+                a.annotations["k"] = annotation(1)
+                await asyncio.wait_for(stuck.wait(), 10)
+                await asyncio.wait_for(live.app.state.collab.drain(), 10)
+                assert any("did not finish within 0.5 s" in r.getMessage() for r in caplog.records)
+        finally:
+            release.set()  # the store's close still commits what was queued
+    async with open_store(make_settings(tmp_path / "d")) as store:
+        loaded = await store.load("slide:s")
+    doc: Doc = Doc()
+    for update in loaded.updates:
+        doc.apply_update(update)
+    assert "k" in doc.get("annotations", type=Map)

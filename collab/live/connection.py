@@ -62,6 +62,7 @@ class Connection:
         self._wakeup = asyncio.Event()
         self._close: tuple[int, str] | None = None
         self._close_requested = asyncio.Event()
+        self._close_sent = asyncio.Event()  # the close frame was handed to the socket (or it is gone)
         self._updates = TokenBucket(settings.update_rate, settings.update_burst)
         self._flood_seconds = settings.update_flood_seconds
         self._throttled_since: float | None = None
@@ -100,6 +101,11 @@ class Connection:
         if self._writer is not None and self._writer is not asyncio.current_task():
             self._writer.cancel()
 
+    async def wait_close_sent(self) -> None:
+        """Until the close frame asked for by `close_soon` was handed to the socket, or the socket
+        is gone (the server's shutdown waits on this before uvicorn closes what is left)."""
+        await self._close_sent.wait()
+
     async def _pace_update(self) -> None:
         """Hold a document update until the connection's rate allows it (TCP pushes back on the
         client); a client that is held back without pause for too long is closed with 1008."""
@@ -121,6 +127,8 @@ class Connection:
         """Run until the client leaves or the connection is closed; `on_leave` detaches it."""
         loop = asyncio.get_running_loop()
         self._writer = loop.create_task(self._write_loop(), name=f"conn-{self.id}-writer")
+        # The writer ends right after handing the close frame to the socket (or finding it gone).
+        self._writer.add_done_callback(lambda _task: self._close_sent.set())
         expiry = loop.call_later(
             max(0.0, self.principal.expires_at - time.time()),
             self.close_soon,

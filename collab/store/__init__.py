@@ -1,15 +1,18 @@
 """The store seam: bytes keyed by room, plus small JSON records. No SQL leaves this package.
 
-A backend offers group commit: `append` queues an update and returns a future that resolves
-once the update is committed, so rooms relay only what is durable while updates that arrive
-together share one commit.
+A backend offers group commit: every write (`append`, `compact`, `audit`, `claim_clients`,
+`put_record`) is queued and answers a future that resolves once it is committed, so rooms relay
+only what is durable while writes that arrive together share one commit. Writes submitted in the
+same loop turn (no await between them) share one transaction: all of them are committed, or none.
+Reads see only committed data.
 """
 
 from __future__ import annotations
 
 import asyncio
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from collab.settings import Settings
@@ -21,6 +24,7 @@ class LoadedDocument:
     log_entries: int  # entries in the log after the snapshot
     log_bytes: int
     snapshot_bytes: int = 0
+    client_owners: dict[int, str] = field(default_factory=dict)  # Yjs client id -> first writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,23 +39,45 @@ class AuditRecord:
 
 
 class Store(Protocol):
-    """What rooms and the HTTP API need from persistence."""
+    """What rooms and the HTTP API need from persistence. Open before use, close once."""
+
+    async def open(self) -> None:
+        """Connect and migrate the schema; writes are accepted from then on."""
+        ...
+
+    async def close(self) -> None:
+        """Commit everything queued so far, then disconnect."""
+        ...
 
     def append(self, room: str, update: bytes) -> asyncio.Future[None]: ...
 
     def compact(self, room: str, snapshot: bytes) -> asyncio.Future[None]:
-        """Replace every log entry appended to `room` so far by `snapshot` (which covers them)."""
+        """Replace every log entry appended to `room` before this call by `snapshot` (which
+        covers them); entries appended after it survive."""
         ...
 
     def audit(self, record: AuditRecord) -> asyncio.Future[None]: ...
+
+    def claim_clients(self, room: str, owners: dict[int, str]) -> asyncio.Future[None]:
+        """Record who first wrote with each Yjs client id of `room`; an id already claimed keeps
+        its owner. Submitted just before the `append` of the update that introduced the ids, it
+        shares that update's transaction."""
+        ...
+
+    def put_record(self, kind: str, record_id: str, record: dict[str, Any]) -> asyncio.Future[None]:
+        """Insert or replace a JSON record (slides, sessions)."""
+        ...
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
         ...
 
-    async def load(self, room: str) -> LoadedDocument: ...
+    @property
+    def committed_writes(self) -> int:
+        """Writes committed since the store was opened (the shutdown log says how many it flushed)."""
+        ...
 
-    async def put_record(self, kind: str, record_id: str, record: dict[str, Any]) -> None: ...
+    async def load(self, room: str) -> LoadedDocument: ...
 
     async def get_record(self, kind: str, record_id: str) -> dict[str, Any] | None: ...
 
@@ -60,8 +86,9 @@ class Store(Protocol):
     async def list_audit(self, room: str, limit: int = 1000) -> list[AuditRecord]: ...
 
 
-def open_store(settings: Settings) -> AbstractAsyncContextManager[Store]:
-    """Choose the backend from the database URL: SQLite under --data unless PostgreSQL is named."""
+def create_store(settings: Settings) -> Store:
+    """Choose the backend from the database URL: SQLite under --data unless PostgreSQL is named.
+    The store is not open yet: `await store.open()` (or use `open_store`)."""
     url = settings.database_url
     if url and url.startswith(("postgresql://", "postgres://")):
         # The seam is here (a Store over asyncpg); until it lands, refuse rather than run
@@ -74,3 +101,14 @@ def open_store(settings: Settings) -> AbstractAsyncContextManager[Store]:
     else:
         path = str(settings.data / "collab.sqlite3")
     return SqliteStore(path, synchronous=settings.sqlite_synchronous)
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """An open store for the block's duration (scripts and tests); closed, all writes committed, after it."""
+    store = create_store(settings)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()

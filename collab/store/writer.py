@@ -10,16 +10,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collab import metrics
+from collab.errors import StoreError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class Op:
-    kind: str  # "append" | "compact" | "audit"
+    kind: str  # "append" | "compact" | "audit" | "claim" | "record"
     room: str
     payload: Any
-    future: asyncio.Future[None] = field(default=None)  # type: ignore[assignment]
+    future: asyncio.Future[None] = field(default=None)  # type: ignore[arg-type]  # set by submit()
 
 
 class GroupCommitWriter:
@@ -37,6 +38,7 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last: asyncio.Future[None] | None = None
+        self.committed = 0  # ops committed since start
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self._name}-writer")
@@ -80,10 +82,15 @@ class GroupCommitWriter:
                 await self._commit(batch)
             except Exception as exc:
                 log.exception("store commit of %d ops failed", len(batch))
+                # Nothing of the batch was committed: every write in it fails, with collab's error.
+                error = exc if isinstance(exc, StoreError) else StoreError(f"store commit failed: {exc}")
+                if error is not exc:
+                    error.__cause__ = exc
                 for op in batch:
                     if not op.future.done():
-                        op.future.set_exception(exc)
+                        op.future.set_exception(error)
                 continue
+            self.committed += len(batch)
             metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
             metrics.STORE_BATCH_OPS.observe(len(batch))
             for op in batch:
