@@ -10,6 +10,7 @@ import httpx
 import pytest
 from pycrdt import Doc, Map
 
+from collab.live.protocol import encode_update
 from collab.live.updates import changes_nothing
 from tests.conftest import LiveServer, make_settings, serving
 from tests.test_live_rooms import annotation
@@ -168,3 +169,47 @@ async def test_session_room_audits_attendance_slides_and_what_was_shown(live: Li
     assert shown == [{"slide": "s2", "annotation": "ann-1"}]
     joined = next(d for a, u, d in entries if a == "joined" and u == "t1")
     assert joined == {"name": "Trainee One", "role": "viewer"}
+
+
+async def test_another_users_client_id_is_refused_and_the_owner_keeps_writing(tmp_path) -> None:
+    """Reusing a victim's Yjs client id would make the victim's next edit vanish (same id, same
+    clock): the id belongs to whoever first wrote with it, across restarts."""
+    settings = make_settings(tmp_path / "data")
+    async with serving(settings) as live:
+        await live.register_slide("s")
+        victim = YClient(live.slide_url("s", live.token(user="victim")), doc=Doc(client_id=424242))
+        async with victim:
+            victim.annotations["a"] = annotation(1)
+            await victim.flush()
+            async with live.client("s", user="observer") as observer:
+                await observer.wait_for(lambda: "a" in observer.annotations)
+            forged: Doc = Doc(client_id=424242)
+            forger = YClient(live.slide_url("s", live.token(user="forger")), doc=forged)
+            async with forger:
+                forger.annotations["x"] = annotation(2)  # the victim's id, the victim's next clock
+                await forger.wait_for(lambda: forger.denied)
+                assert "belongs to another user" in forger.denied[0]
+            victim.annotations["b"] = annotation(3)
+            await victim.flush()
+            async with live.client("s", user="observer") as observer:
+                await observer.wait_for(lambda: "b" in observer.annotations)
+                assert "x" not in observer.annotations
+    async with serving(settings) as live:
+        forged = Doc(client_id=424242)
+        forger = YClient(live.slide_url("s", live.token(user="forger")), doc=forged)
+        async with forger:
+            forger.annotations["y"] = annotation(4)
+            await forger.wait_for(lambda: forger.denied)  # the binding survived the restart
+        async with live.client("s", user="observer") as observer:
+            assert set(observer.annotations.keys()) == {"a", "b"}
+
+
+async def test_structs_the_room_has_may_come_back_from_anyone(live: LiveServer, slide: str) -> None:
+    """A client restoring its offline copy (y-indexeddb) resends other users' structs: not a forgery."""
+    async with live.client(slide, user="a") as a, live.client(slide, user="b") as b:
+        a.annotations["k"] = annotation(1)
+        await b.wait_for(lambda: "k" in b.annotations)
+        await b.send_raw(encode_update(b.doc.get_update()))  # everything b has, a's structs included
+        b.annotations["mine"] = annotation(2)
+        await a.wait_for(lambda: "mine" in a.annotations)
+        assert b.denied == [] and b.close_code is None

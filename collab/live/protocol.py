@@ -92,6 +92,17 @@ class Reader:
             shift += 7
         raise ProtocolError("var-uint longer than 8 bytes")
 
+    def byte(self) -> int:
+        if self._pos >= len(self._data):
+            raise ProtocolError("truncated message")
+        self._pos += 1
+        return self._data[self._pos - 1]
+
+    def skip(self, count: int) -> None:
+        if count > self.remaining:
+            raise ProtocolError(f"{count} bytes run past the end of the message")
+        self._pos += count
+
     def var_bytes(self) -> bytes:
         length = self.var_uint()
         if length > self.remaining:

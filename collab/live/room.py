@@ -38,7 +38,7 @@ from collab.live.protocol import (
     encode_sync_step2,
     encode_update,
 )
-from collab.live.updates import changes_nothing
+from collab.live.updates import changes_nothing, decode_state_vector, struct_ranges
 from collab.settings import Settings
 from collab.store import Store
 
@@ -65,6 +65,7 @@ class Room:
         log_entries: int = 0,
         log_bytes: int = 0,
         snapshot_bytes: int = 0,
+        client_owners: dict[int, str] | None = None,
     ) -> None:
         self.key = key
         self.name = str(key)  # in the store, logs and audit
@@ -81,6 +82,10 @@ class Room:
         self._last_commit: asyncio.Future[None] | None = None
         self._committed: list[tuple[bytes, Connection | None]] = []  # durable, not yet relayed
         self._full_state: bytes | None = None  # cached answer to an empty state vector
+        # The user who first wrote with each Yjs client id (kept in the store). Another user's
+        # structs under that id would silently replace the owner's next ones (same id, same clock).
+        self._client_owners: dict[int, str] = dict(client_owners or {})
+        self._client_owners[doc.client_id] = SERVER_ORIGIN  # the server's own transactions
         self.failed = False
 
     # -- membership -------------------------------------------------------------------------
@@ -141,18 +146,48 @@ class Room:
             return
         principal = conn.principal
         refusal = self.policy.refuse_write(principal, update)
+        reason = "read_only" if not principal.can_write else "policy"
+        claims: dict[int, str] = {}
+        if refusal is None:
+            refusal, claims = self._claim_client_ids(principal.user_id, update)
+            reason = "client_id"
         if refusal is not None:
             if changes_nothing(self.doc, update):
                 return  # a reconnecting client sending what the room has: not a write
-            reason = "read_only" if not principal.can_write else "policy"
             metrics.REFUSALS.labels(reason=reason).inc()
             conn.send(encode_permission_denied(f"permission-denied: {refusal}"))
             return
         self.policy.before_apply(principal)
         self._apply(conn, update)
         metrics.UPDATES_IN.inc()
+        if claims:
+            self._client_owners.update(claims)
+            self._store.claim_clients(self.name, claims)  # in the same commit as the update
         self.persist_and_relay(update, sender=conn)
         self.policy.after_apply(principal)
+
+    def _claim_client_ids(self, user_id: str, update: bytes) -> tuple[str | None, dict[int, str]]:
+        """Which Yjs client ids `update` writes with that nobody owns yet (claimed by `user_id`),
+        or why it is refused: it writes new structs under another user's client id. Structs the
+        room already has may come back from anyone (a client restoring its offline copy)."""
+        claims: dict[int, str] = {}
+        foreign: dict[int, int] = {}
+        for client, (_first, end) in struct_ranges(update).items():
+            owner = self._client_owners.get(client)
+            if owner is None:
+                claims[client] = user_id
+            elif owner != user_id:
+                foreign[client] = end
+        if foreign:
+            have = decode_state_vector(self.doc.get_state())  # rare: only for another user's ids
+            for client, clock in foreign.items():
+                if clock > have.get(client, 0):
+                    log.warning(
+                        "refused an update under another user's Yjs client id %d", client,
+                        extra={"room": self.name, "user": user_id},
+                    )
+                    return f"client id {client} belongs to another user", {}
+        return None, claims
 
     def _apply(self, conn: Connection, update: bytes) -> None:
         """Apply a client's update, or refuse it with a ProtocolError (1002) if pycrdt cannot.

@@ -103,6 +103,7 @@ class RoomManager:
             log_entries=loaded.log_entries,
             log_bytes=loaded.log_bytes,
             snapshot_bytes=loaded.snapshot_bytes,
+            client_owners=loaded.client_owners,
         )
         await room.policy.attach(room)
         self._rooms[key] = room

@@ -12,7 +12,7 @@ set: var-uint count of clients, then per client its id, a count of ranges and ea
 
 from __future__ import annotations
 
-from pycrdt import Doc, get_state, get_update
+from pycrdt import Doc, get_update
 
 from collab.errors import ProtocolError
 from collab.live.protocol import Reader
@@ -29,12 +29,114 @@ def decode_state_vector(data: bytes) -> dict[int, int]:
     return clocks
 
 
-def struct_clocks(update: bytes) -> dict[int, int]:
-    """Per client id with structs in `update`, the clock just past its last one."""
-    try:
-        return decode_state_vector(get_state(update))
-    except (ValueError, RuntimeError) as exc:
-        raise ProtocolError(f"update rejected: {exc}") from exc
+def struct_ranges(update: bytes) -> dict[int, tuple[int, int]]:
+    """Per client id with structs in `update`: the clocks [first, end) they cover.
+
+    pycrdt's `get_state(update)` cannot answer this: like Yjs's encodeStateVectorFromUpdate it
+    only counts clients whose structs start at clock 0, and a live update starts where the
+    client's previous one ended. So the struct headers are read here, skipping their contents.
+    """
+    reader = Reader(update)
+    ranges: dict[int, tuple[int, int]] = {}
+    for _ in range(reader.var_uint()):
+        count = reader.var_uint()
+        client = reader.var_uint()
+        first = clock = reader.var_uint()
+        for _ in range(count):
+            clock += _skip_struct(reader)
+        if count:
+            start, end = ranges.get(client, (first, clock))
+            ranges[client] = (min(start, first), max(end, clock))
+    return ranges
+
+
+# Struct info byte (Yjs UpdateDecoderV1): the low 5 bits name the content; the high bits say
+# which of origin (0x80), right origin (0x40) and parent key (0x20) follow.
+_GC, _SKIP = 0, 10
+_XML_ELEMENT, _XML_HOOK = 3, 5  # type refs followed by a node name
+_MAX_ANY_DEPTH = 64
+
+
+def _skip_struct(reader: Reader) -> int:
+    """Read one struct; answer its length in clock ticks."""
+    info = reader.byte()
+    ref = info & 0x1F
+    if ref in (_GC, _SKIP):
+        return reader.var_uint()
+    if info & 0x80:
+        reader.var_uint(), reader.var_uint()  # origin id
+    if info & 0x40:
+        reader.var_uint(), reader.var_uint()  # right origin id
+    if not info & 0xC0:  # no origin: the parent is written out
+        if reader.var_uint() == 1:
+            reader.var_bytes()  # a root type's name
+        else:
+            reader.var_uint(), reader.var_uint()  # the parent item's id
+        if info & 0x20:
+            reader.var_bytes()  # the key in a map
+    return _skip_content(reader, ref)
+
+
+def _skip_content(reader: Reader, ref: int) -> int:
+    if ref == 1:  # deleted
+        return reader.var_uint()
+    if ref == 2:  # JSON (strings)
+        length = reader.var_uint()
+        for _ in range(length):
+            reader.var_bytes()
+        return length
+    if ref == 3:  # binary
+        reader.var_bytes()
+        return 1
+    if ref == 4:  # string: its length in UTF-16 code units, as Yjs counts
+        return len(reader.var_string().encode("utf-16-le")) // 2
+    if ref == 5:  # embed
+        reader.var_bytes()
+        return 1
+    if ref == 6:  # format
+        reader.var_bytes(), reader.var_bytes()
+        return 1
+    if ref == 7:  # a shared type
+        if reader.var_uint() in (_XML_ELEMENT, _XML_HOOK):
+            reader.var_bytes()
+        return 1
+    if ref == 8:  # any values
+        length = reader.var_uint()
+        for _ in range(length):
+            _skip_any(reader, 0)
+        return length
+    if ref == 9:  # a subdocument
+        reader.var_bytes()
+        _skip_any(reader, 0)
+        return 1
+    raise ProtocolError(f"unknown struct content {ref}")
+
+
+def _skip_any(reader: Reader, depth: int) -> None:
+    """Skip one lib0 `any` value."""
+    if depth > _MAX_ANY_DEPTH:
+        raise ProtocolError("value nested too deep")
+    kind = reader.byte()
+    if kind in (127, 126, 121, 120):  # undefined, null, false, true
+        return
+    if kind == 125:  # var-int
+        while reader.byte() & 0x80:
+            pass
+    elif kind == 124:
+        reader.skip(4)
+    elif kind in (123, 122):
+        reader.skip(8)
+    elif kind in (119, 116):  # string, bytes
+        reader.var_bytes()
+    elif kind == 118:  # object
+        for _ in range(reader.var_uint()):
+            reader.var_bytes()
+            _skip_any(reader, depth + 1)
+    elif kind == 117:  # array
+        for _ in range(reader.var_uint()):
+            _skip_any(reader, depth + 1)
+    else:
+        raise ProtocolError(f"unknown value type {kind}")
 
 
 def changes_nothing(doc: Doc, update: bytes) -> bool:
