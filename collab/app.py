@@ -144,13 +144,14 @@ class Collab:
                     extra={"writes": self.store.committed_writes - committed},
                 )
                 return
+            writes = self.store.committed_writes - committed
             log.info(
                 "drained in %.0f ms: closed %d sockets, flushed %d rooms (%d writes)",
                 (time.perf_counter() - started) * 1000,
                 sockets,
                 rooms,
-                self.store.committed_writes - committed,
-                extra={"sockets": sockets, "rooms": rooms, "writes": self.store.committed_writes - committed},
+                writes,
+                extra={"sockets": sockets, "rooms": rooms, "writes": writes},
             )
 
     def routes(self) -> list[Route | Mount | WebSocketRoute]:

@@ -60,6 +60,13 @@ class SlowConsumer(CollabError):
     close_code = 1013
 
 
+class ShuttingDown(CollabError):
+    """The server is draining: no new joins."""
+
+    close_code = 1001
+    http_status = 503
+
+
 class BadRequest(CollabError):
     http_status = 400
 

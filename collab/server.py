@@ -18,7 +18,9 @@ log = logging.getLogger(__name__)
 class CollabServer(uvicorn.Server):
     """On SIGTERM, stop accepting, close sockets with 1001 and flush the store, then exit 0.
 
-    uvicorn alone would close WebSockets with 1012 before the app's lifespan could flush.
+    uvicorn's own shutdown closes every WebSocket that has not sent its close frame yet with
+    1012, and only then runs the app's lifespan: so the drain runs first, here, and returns once
+    every close frame is out (the lifespan's drain then finds it done).
     """
 
     def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
@@ -42,7 +44,8 @@ class HandshakeTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol, closing a connection whose request headers (the WebSocket
     handshake included) are not complete within `handshake_timeout`: a client that trickles
     its headers cannot hold a socket forever (uvicorn's keep-alive timer stops at the first
-    byte)."""
+    byte). It hooks private methods of uvicorn's class: pyproject.toml pins the uvicorn versions
+    tested (tests/test_hardening.py `test_trickled_handshake_is_closed`)."""
 
     handshake_timeout = 10.0
 

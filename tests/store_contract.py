@@ -31,6 +31,7 @@ __all__ = [
     "test_append_then_load_in_order",
     "test_audit_and_list_audit",
     "test_claim_clients_first_claim_wins",
+    "test_closed_store_refuses_writes_and_reads",
     "test_compact_in_the_same_batch_as_appends",
     "test_compact_while_appends_continue",
     "test_failing_commit_fails_its_whole_batch_and_the_next_works",
@@ -269,6 +270,21 @@ async def test_load_during_a_commit_sees_only_committed_data(harness: StoreHarne
     loaded = await store.load("r")
     assert (loaded.updates, loaded.client_owners) == (updates, {5: "frank"})
     assert await store.get_record("slide", "pending") == {"id": "pending"}
+
+
+async def test_closed_store_refuses_writes_and_reads(harness: StoreHarness) -> None:
+    store = harness.store
+    pending = store.append("r", b"\x00\x00")
+    await store.close()  # commits what was queued first
+    assert pending.done() and pending.exception() is None
+    with pytest.raises(StoreError):
+        store.append("r", b"\x00\x00")
+    with pytest.raises(StoreError):
+        await store.put_record("slide", "s", {})
+    with pytest.raises(StoreError):
+        await store.load("r")
+    await harness.reopen()
+    assert (await harness.store.load("r")).updates == [b"\x00\x00"]
 
 
 # -- kill -9 -----------------------------------------------------------------------------------------

@@ -252,3 +252,36 @@ async def test_drain_is_bounded_by_flush_timeout(
     for update in loaded.updates:
         doc.apply_update(update)
     assert "k" in doc.get("annotations", type=Map)
+
+
+async def test_a_client_joining_while_the_server_drains_gets_1001(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A join still loading its room when the drain starts is closed with 1001 too."""
+    loading = asyncio.Event()
+    release = asyncio.Event()
+    load = SqliteStore.load
+
+    async def slow_load(self: SqliteStore, room: str) -> Any:
+        if room == "slide:late":
+            loading.set()
+            await release.wait()
+        return await load(self, room)
+
+    monkeypatch.setattr(SqliteStore, "load", slow_load)
+    async with serving(make_settings(tmp_path / "d")) as live:
+        await live.register_slide("late")
+        client = live.client("late")
+        await client.connect(wait_sync=False)
+        await asyncio.wait_for(loading.wait(), 10)
+        rooms = live.app.state.collab.rooms
+        drain = asyncio.get_running_loop().create_task(live.app.state.collab.drain())
+        for _ in range(200):
+            if rooms.closing:
+                break
+            await asyncio.sleep(0.01)
+        assert rooms.closing and not drain.done()  # the drain waits for the join in progress
+        release.set()
+        await asyncio.wait_for(drain, 10)
+        assert await client.wait_closed() == 1001
+        assert not client.synced.is_set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import resource
 import socket
 import time
@@ -247,6 +248,17 @@ async def test_trickled_handshake_is_closed(tmp_path: Path) -> None:
         await writer.drain()
         t0 = time.monotonic()
         assert await asyncio.wait_for(reader.read(), 10) == b""  # the server hung up
+        assert time.monotonic() - t0 < 5
+        writer.close()
+        # The same for the next request of a keep-alive connection (the timer is re-armed).
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        assert b" 200 " in head.split(b"\r\n")[0] and await reader.readexactly(length)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHo")  # and then nothing
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(reader.read(), 10) == b""
         assert time.monotonic() - t0 < 5
         writer.close()
         # A real client, slower than the timeout overall, is unaffected once it is in.

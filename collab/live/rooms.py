@@ -9,7 +9,7 @@ import time
 from pycrdt import Doc
 
 from collab import metrics
-from collab.errors import StoreError, TooManyConnections
+from collab.errors import ShuttingDown, StoreError, TooManyConnections
 from collab.live.bus import Bus
 from collab.live.connection import Connection
 from collab.live.keys import RoomKey
@@ -51,6 +51,9 @@ class RoomManager:
                 room = None
             if room is None:
                 room = await self._load(key)
+            if self.closing:
+                # The drain started while this room loaded: it closed everyone else already.
+                raise ShuttingDown("server shutting down")
             if len(room.connections) >= self._settings.max_connections_per_room:
                 raise TooManyConnections("room is full")
             self._cancel_unload(key)
@@ -188,6 +191,9 @@ class RoomManager:
         self._timers.clear()
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
+        for lock in list(self._locks.values()):
+            async with lock:
+                pass  # a join or load in progress ends (a join is refused: we are closing)
         rooms = list(self._rooms.values())
         for room in rooms:
             try:

@@ -45,7 +45,7 @@ class GroupCommitWriter:
 
     def submit(self, op: Op) -> asyncio.Future[None]:
         if self._closing:
-            raise RuntimeError("store is closing")
+            raise StoreError("store is closed")
         op.future = asyncio.get_running_loop().create_future()
         self._queue.append(op)
         self._last = op.future
