@@ -25,9 +25,10 @@ from collab.annotations.guard import AnnotationGuard
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
 from collab.errors import CollabError, Forbidden
 from collab.http import JSONResponse, RequestAuth, error_response
-from collab.live.bus import LocalBus
+from collab.live.bus import Bus, LocalBus
 from collab.live.keys import SESSION, SLIDE, RoomKey
 from collab.live.policy import RoomPolicy
+from collab.live.redis_bus import RedisBus
 from collab.live.rooms import RoomManager
 from collab.live.ws import RoomEndpoint
 from collab.sessions.api import SessionsApi
@@ -51,14 +52,16 @@ class Collab:
     """Everything one server process owns, wired together."""
 
     def __init__(self, settings: Settings) -> None:
-        if settings.redis_url:
-            # Several nodes without a shared fan-out would each show a different room.
-            raise ValueError("COLLAB_REDIS_URL (cross-node fan-out) is not supported by this version yet")
+        if settings.redis_url and not (settings.database_url or "").startswith(("postgresql://", "postgres://")):
+            # Nodes share their rooms' entries through the store; Redis only carries messages.
+            raise ValueError("COLLAB_REDIS_URL needs COLLAB_DATABASE_URL=postgresql://... (every node's store)")
         self.settings = settings
         self.authenticator = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
         self.store = create_store(settings)  # opened by the app's lifespan
-        self.bus = LocalBus()
+        self.bus: Bus = RedisBus(settings.redis_url) if settings.redis_url else LocalBus()
         self.rooms = RoomManager(self.store, self.bus, settings, self.policy_for)
+        if isinstance(self.bus, RedisBus):
+            self.bus.on_reconnect = self.rooms.catch_up_all
         self.slides = SlideRegistry(self.store)
         self.images = SlideImages()
         self.api = RequestAuth(self.authenticator, settings.allowed_origins)
@@ -218,15 +221,22 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await collab.store.open()
+        await collab.bus.start()
+        poller = None
+        if isinstance(collab.bus, RedisBus):  # several nodes: rooms also compare with the store
+            poller = asyncio.get_running_loop().create_task(collab.rooms.poll_store(), name="poll-store")
         try:
             if settings.demo:
                 await collab.register_demo()
             yield
         finally:
             try:
+                if poller is not None:
+                    poller.cancel()
                 await collab.drain()  # already done when CollabServer shut down first
                 collab.images.close()
             finally:
+                await collab.bus.stop()
                 await collab.store.close()
 
     async def on_collab_error(request: Request, exc: Exception) -> Response:

@@ -45,3 +45,8 @@ ROOM_LOAD_SECONDS = Histogram(
     registry=REGISTRY,
 )
 COMPACTIONS = Counter("collab_compactions_total", "Update logs folded into snapshots", registry=REGISTRY)
+BUS_PUBLISHED = Counter("collab_bus_published_total", "Messages published to the other nodes", registry=REGISTRY)
+BUS_RECEIVED = Counter("collab_bus_received_total", "Messages from other nodes for loaded rooms", registry=REGISTRY)
+BUS_DROPPED = Counter(
+    "collab_bus_dropped_total", "Messages not published while Redis was away (the store has them)", registry=REGISTRY
+)

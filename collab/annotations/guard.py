@@ -236,6 +236,61 @@ class AnnotationGuard(RoomPolicy):
         if any((p.user_id, p.site) != user for _ids, p, _at in self._queued):
             self.flush_corrections()
 
+    def before_remote_apply(self) -> None:
+        """Another node's update is about to be applied: this node's queued changes first."""
+        self.flush_corrections()
+
+    def after_remote_apply(self) -> None:
+        """Another node's update was applied. That node checked, corrected and audited it; this
+        one only follows: what it knows of each changed annotation, and the spatial index."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, set()
+        self._touched |= pending
+        later: list[tuple[str, bytes, Any]] = []
+        for key in pending:
+            value = self.annotations.get(key)
+            if value is None:
+                self.known.pop(key, None)
+                self.index.remove(key)
+                continue
+            record = to_py(value)
+            geometry = record.get("geometry") if isinstance(record, Mapping) else None
+            fp, size = fingerprint_and_size(geometry)
+            earlier = self.known.get(key)
+            self.known[key] = known_from_record(record, fp)
+            if earlier is not None and earlier.fingerprint == fp and key in self.index:
+                continue
+            if size <= INLINE_CHECK_MAX_BYTES:
+                self._index_verdict(key, fp, self._check_safely_record(key, record))
+            else:
+                later.append((key, fp, record))
+        if later:
+            self._spawn(self._index_later(later))
+        self._maybe_refresh()
+
+    def _check_safely_record(self, key: str, record: Any) -> GeometryVerdict | None:
+        try:
+            return self.check(record)
+        except Exception:
+            log.exception("geometry check failed", extra={"room": self.room.name, "annotation": key})
+            return None
+
+    def _index_verdict(self, key: str, fp: bytes, verdict: GeometryVerdict | None) -> None:
+        known = self.known.get(key)
+        if known is None or known.fingerprint != fp:
+            return  # changed or deleted meanwhile
+        if verdict is not None and verdict.shape is not None and verdict.status != "invalid":
+            self.index.upsert(key, verdict.shape)
+        else:
+            self.index.remove(key)
+
+    async def _index_later(self, items: list[tuple[str, bytes, Any]]) -> None:
+        verdicts = await asyncio.to_thread(lambda: [self._check_safely_record(k, r) for k, _fp, r in items])
+        for (key, fp, _record), verdict in zip(items, verdicts, strict=True):
+            self._index_verdict(key, fp, verdict)
+        self._maybe_refresh()
+
     def flush_corrections(self) -> None:
         """Process the queued changes now (the timer's callback; also before an unload)."""
         if self._flush_timer is not None:

@@ -34,6 +34,12 @@ class RoomPolicy:
     def after_apply(self, principal: Principal) -> None:
         """A client's update was applied and queued for the store."""
 
+    def before_remote_apply(self) -> None:
+        """An update another node committed (and did the server-side work for) is about to be applied."""
+
+    def after_remote_apply(self) -> None:
+        """An update another node committed was applied: follow it (an index), write nothing."""
+
     def joined(self, principal: Principal) -> None:
         """A client joined the room."""
 

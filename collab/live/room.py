@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from pycrdt import Doc, merge_updates
 
@@ -66,6 +67,7 @@ class Room:
         log_bytes: int = 0,
         snapshot_bytes: int = 0,
         client_owners: dict[int, str] | None = None,
+        seq: int = 0,
     ) -> None:
         self.key = key
         self.name = str(key)  # in the store, logs and audit
@@ -79,8 +81,13 @@ class Room:
         self._log_entries = log_entries
         self._log_bytes = log_bytes
         self._snapshot_bytes = snapshot_bytes
-        self._last_commit: asyncio.Future[None] | None = None
-        self._committed: list[tuple[bytes, Connection | None]] = []  # durable, not yet relayed
+        self._last_commit: asyncio.Future[Any] | None = None
+        self._committed: list[tuple[bytes, Connection | None, int]] = []  # durable, not yet relayed
+        # Sequence numbers of the room's entries in the store: every entry up to `seq` is in the
+        # document; `_ahead` holds those past a gap (another node's update not heard of yet).
+        self.seq = seq
+        self._ahead: set[int] = set()
+        self.on_gap: Callable[[Room], None] | None = None  # the RoomManager catches up from the store
         self._full_state: bytes | None = None  # cached answer to an empty state vector
         # The user who first wrote with each Yjs client id (kept in the store). Another user's
         # structs under that id would silently replace the owner's next ones (same id, same clock).
@@ -261,11 +268,13 @@ class Room:
             return False
         return self._log_bytes * 2 >= self._snapshot_bytes
 
-    def _on_committed(self, update: bytes, sender: Connection | None, committed: asyncio.Future[None]) -> None:
+    def _on_committed(self, update: bytes, sender: Connection | None, committed: asyncio.Future[int]) -> None:
         if committed.cancelled() or committed.exception() is not None:
             self._fail("store commit failed")
             return
-        self._committed.append((update, sender))
+        seq = committed.result()
+        self._note_applied(seq, seq)
+        self._committed.append((update, sender, seq))
         if len(self._committed) == 1:
             # The other updates of the same group commit resolve in this loop turn; relay
             # them together once they have all been collected.
@@ -280,8 +289,8 @@ class Room:
         batch, self._committed = self._committed, []
         if not batch:
             return
-        message = encode_update(_merged(u for u, _s in batch))
-        clients = {sender for _update, sender in batch if sender is not None}
+        message = encode_update(_merged(u for u, _s, _q in batch))
+        clients = {sender for _update, sender, _seq in batch if sender is not None}
         # A lone client sender gets only what it does not have (a server update that shares
         # the commit, if any). With several client senders each gets the whole frame
         # (harmless: Yjs ignores what it already has).
@@ -289,12 +298,72 @@ class Room:
         self.broadcast(message, exclude)
         sent = len(self.connections) - (exclude in self.connections)
         if exclude in self.connections:
-            rest = [u for u, s in batch if s is not exclude]
+            rest = [u for u, s, _q in batch if s is not exclude]
             if rest:
                 exclude.send(encode_update(_merged(rest)))
                 sent += 1
         metrics.UPDATES_OUT.inc(sent)
-        self._bus.publish(self.name, message)
+        for update, _sender, seq in batch:  # one message per entry: its number says what is missing
+            self._bus.publish_update(self.name, seq, seq, update)
+
+    # -- other nodes ------------------------------------------------------------------------
+
+    def on_remote_update(self, first: int, last: int, update: bytes) -> None:
+        """Another node committed `update` (entries first..last): apply it and relay it to this
+        node's clients. Its checks, corrections and audit were done by that node."""
+        if last <= self.seq or self.failed:
+            return  # already here (a message heard twice, or read from the store meanwhile)
+        self.apply_committed([update])
+        self._note_applied(first, last)
+
+    def apply_committed(self, updates: list[bytes]) -> None:
+        """Apply updates some node already committed (bus messages, a catch-up from the store)."""
+        changes = [u for u in updates if u != EMPTY_UPDATE]
+        if not changes:
+            return
+        update = _merged(changes)
+        self.policy.before_remote_apply()
+        try:
+            self.doc.apply_update(update)
+        except Exception:
+            log.exception("a committed update from the store could not be applied", extra={"room": self.name})
+            return
+        self._full_state = None
+        self.policy.after_remote_apply()
+        message = encode_update(update)
+        self.broadcast(message, None)
+        metrics.UPDATES_OUT.inc(len(self.connections))
+
+    def caught_up(self, seq: int) -> None:
+        """Everything up to `seq` was read from the store and applied."""
+        if seq > self.seq:
+            self._note_applied(self.seq + 1, seq)
+
+    @property
+    def has_gap(self) -> bool:
+        return bool(self._ahead)
+
+    def _note_applied(self, first: int, last: int) -> None:
+        if first == self.seq + 1 and not self._ahead:
+            self.seq = last
+            return
+        self._ahead.update(range(max(first, self.seq + 1), last + 1))
+        while self.seq + 1 in self._ahead:
+            self.seq += 1
+            self._ahead.discard(self.seq)
+        if self._ahead and self.on_gap is not None:
+            self.on_gap(self)  # an entry is missing below what arrived: read it from the store
+
+    def on_remote_presence(self, node: str, message: bytes) -> None:
+        self.presence.apply_remote(node, message)
+
+    def on_presence_query(self, node: str) -> None:
+        local = self.presence.encode_local()
+        if local is not None:
+            self._bus.publish_presence(self.name, local)
+
+    def on_node_gone(self, node: str) -> None:
+        self.presence.drop_node(node)
 
     def broadcast(self, message: bytes, exclude: Connection | None) -> None:
         for conn in self.connections:
@@ -315,7 +384,9 @@ class Room:
         """Fold the room's log into one snapshot (safe at any crash point: one transaction)."""
         snapshot = self.doc.get_update()
         self._snapshot_bytes = len(snapshot)
-        self._last_commit = self._store.compact(self.name, snapshot)
+        # Entries up to `seq` are in the snapshot and deleted; later ones stay in the log, even
+        # those the document already holds (applying them again on load is harmless).
+        self._last_commit = self._store.compact(self.name, snapshot, self.seq)
         self._log_entries = 0
         self._log_bytes = 0
         metrics.COMPACTIONS.inc()
@@ -341,6 +412,7 @@ class Room:
             conn.close_soon(code, why)
 
     def close(self) -> None:
+        self._bus.detach(self.name)
         self.policy.close()
         self.presence.close()
 

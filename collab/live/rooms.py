@@ -20,6 +20,9 @@ from collab.store import Store
 
 log = logging.getLogger(__name__)
 
+GAP_GRACE_SECONDS = 0.5  # a missing entry's message may still be on its way
+POLL_SECONDS = 2.0  # several nodes: how often loaded rooms are compared with the store
+
 class RoomManager:
     """Owns every loaded Room and the background tasks that unload them."""
 
@@ -33,6 +36,7 @@ class RoomManager:
         self._idle_since: dict[RoomKey, float] = {}
         self._timers: dict[RoomKey, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._catching_up: set[RoomKey] = set()
         self.closing = False
 
     def get(self, key: RoomKey) -> Room | None:
@@ -107,8 +111,12 @@ class RoomManager:
             log_bytes=loaded.log_bytes,
             snapshot_bytes=loaded.snapshot_bytes,
             client_owners=loaded.client_owners,
+            seq=loaded.seq,
         )
         await room.policy.attach(room)
+        room.on_gap = self._on_gap
+        self._bus.attach(room.name, room)
+        self._bus.query_presence(room.name)  # other nodes answer with their clients' presence
         self._rooms[key] = room
         metrics.ROOMS_LOADED.set(len(self._rooms))
         metrics.ROOM_LOAD_SECONDS.observe(time.perf_counter() - started)
@@ -120,6 +128,70 @@ class RoomManager:
         )
         self._evict_if_over_capacity()
         return room
+
+    # -- other nodes ---------------------------------------------------------------------------
+
+    def _on_gap(self, room: Room) -> None:
+        """An entry below what arrived is missing: wait a moment for its message (they may arrive
+        out of order), then read what is still missing from the store."""
+        if room.key in self._catching_up:
+            return
+        self._catching_up.add(room.key)
+        asyncio.get_running_loop().call_later(GAP_GRACE_SECONDS, self._start_catch_up, room.key)
+
+    def _start_catch_up(self, key: RoomKey) -> None:
+        task = asyncio.get_running_loop().create_task(self.catch_up(key), name=f"catch-up-{key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def catch_up(self, key: RoomKey) -> None:
+        """Apply what the store committed for a loaded room that it has not heard of."""
+        self._catching_up.discard(key)
+        room = self._rooms.get(key)
+        if room is None or room.failed:
+            return
+        try:
+            since = await self._store.read_since(room.name, room.seq)
+        except Exception:
+            log.exception("catching up from the store failed", extra={"room": room.name})
+            return
+        if self._rooms.get(key) is not room:
+            return
+        if since.updates:
+            log.info("caught up %d entries from the store", len(since.updates), extra={"room": room.name})
+            room.apply_committed(since.updates)
+        room.caught_up(since.seq)
+
+    def catch_up_all(self) -> None:
+        """Messages flow again after a loss: every loaded room reads what it missed."""
+        for key in list(self._rooms):
+            self._start_catch_up(key)
+
+    async def poll_store(self) -> None:
+        """Several nodes: every POLL_SECONDS, compare each loaded room with the store's latest
+        entry, and catch up a room that stays behind (a message lost in Redis, or Redis away)."""
+        suspects: dict[RoomKey, int] = {}
+        while True:
+            await asyncio.sleep(POLL_SECONDS)
+            rooms = {room.name: room for room in self._rooms.values() if not room.failed}
+            if not rooms:
+                continue
+            try:
+                latest = await self._store.latest_seqs(list(rooms))
+            except Exception:
+                log.warning("reading the rooms' latest entries failed", exc_info=True)
+                continue
+            behind = {}
+            for name, seq in latest.items():
+                room = rooms.get(name)
+                if room is None or seq <= room.seq:
+                    continue
+                earlier = suspects.get(room.key)
+                if earlier is not None and room.seq < earlier:
+                    self._start_catch_up(room.key)  # committed a poll ago and still not here
+                else:
+                    behind[room.key] = seq  # its messages may be on their way
+            suspects = behind
 
     def _drop(self, room: Room) -> None:
         for conn in list(room.connections):
