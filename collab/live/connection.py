@@ -52,7 +52,6 @@ class Connection:
         self.principal = principal
         self.presence_user = principal.presence_user()
         self.room_key = room_key
-        self.client_ids: set[int] = set()  # Yjs client ids this connection introduced
         self._receive = receive
         self._send = send
         self._max_messages = settings.outbox_max_messages

@@ -4,6 +4,10 @@ The server keeps the latest state of every client id and relays an entry only wh
 advances, at most `hz` times per second per client id (a token bucket with a small burst, so
 normal jitter is not delayed). A held-back state is sent when the next token is due, so the
 latest state always arrives; removals are sent at once.
+
+With several nodes, each relay is also offered to the other nodes (`publish`); their clients'
+states arrive already stamped and throttled (`apply_remote`) and are kept, marked with their
+node, for late joiners here, until that node removes them or stops answering (`drop_node`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import orjson
 from collab import metrics
 from collab.live.protocol import (
     AwarenessEntry,
+    AwarenessMessage,
     decode_awareness_update,
+    decode_message,
     encode_awareness,
     encode_awareness_update,
 )
@@ -35,10 +41,12 @@ NULL_STATE = "null"
 
 @dataclass(slots=True)
 class _ClientPresence:
-    owner: Connection
+    owner: Connection | None  # None: a client of another node
+    user_id: str
     clock: int
     state_json: str
-    bucket: TokenBucket
+    bucket: TokenBucket | None = None
+    node: str | None = None  # the other node, for its clients
     dirty: bool = False
     timer: asyncio.TimerHandle | None = field(default=None)
 
@@ -52,11 +60,14 @@ class Presence:
         *,
         hz: float,
         burst: float,
+        publish: Callable[[bytes], None] | None = None,
     ) -> None:
         self._broadcast = broadcast
+        self._publish = publish  # to the other nodes
         self._hz = hz
         self._burst = burst
         self._clients: dict[int, _ClientPresence] = {}
+        self._by_conn: dict[Connection, set[int]] = {}  # the client ids each connection introduced
         # Last clock seen per client id, kept after removal so late echoes cannot revive it.
         self._clocks: dict[int, int] = {}
 
@@ -79,17 +90,19 @@ class Presence:
             ):
                 continue  # stale or an echo: nothing new
             if current is not None and current.owner is not conn:
-                if current.owner.principal.user_id != conn.principal.user_id:
+                if current.user_id != conn.principal.user_id:
                     metrics.REFUSALS.labels(reason="foreign_awareness_id").inc()
                     log.warning(
                         "refused awareness for a client id owned by another user",
                         extra={"room": conn.room_key, "user": conn.principal.user_id},
                     )
                     continue
-                # The same user reconnected with the same Yjs client id before the server
-                # noticed the old socket was gone: the new connection takes the id over.
-                current.owner.client_ids.discard(client_id)
-                current.owner = conn
+                # The same user reconnected with the same Yjs client id (before the server noticed
+                # the old socket was gone, or on another node): the new connection takes it over.
+                self._forget_owner(client_id, current)
+                current.owner, current.node = conn, None
+                current.bucket = current.bucket or TokenBucket(self._hz, self._burst)
+                self._by_conn.setdefault(conn, set()).add(client_id)
             self._clocks[client_id] = entry.clock
             if removal:
                 if current is not None:
@@ -100,9 +113,9 @@ class Presence:
                 continue
             if current is None:
                 bucket = TokenBucket(self._hz, self._burst)
-                current = _ClientPresence(conn, entry.clock, state_json, bucket)
+                current = _ClientPresence(conn, conn.principal.user_id, entry.clock, state_json, bucket)
                 self._clients[client_id] = current
-                conn.client_ids.add(client_id)
+                self._by_conn.setdefault(conn, set()).add(client_id)
             else:
                 current.clock = entry.clock
                 current.state_json = state_json
@@ -115,13 +128,57 @@ class Presence:
         entries = [AwarenessEntry(cid, c.clock, c.state_json) for cid, c in self._clients.items()]
         return encode_awareness(encode_awareness_update(entries))
 
+    def encode_local(self) -> bytes | None:
+        """The states of this node's clients (what another node that just loaded the room asks)."""
+        entries = [
+            AwarenessEntry(cid, c.clock, c.state_json) for cid, c in self._clients.items() if c.owner is not None
+        ]
+        return encode_awareness(encode_awareness_update(entries)) if entries else None
+
     def drop_connection(self, conn: Connection) -> None:
         """Remove every state `conn` introduced, for everyone."""
-        for client_id in list(conn.client_ids):
+        for client_id in list(self._by_conn.pop(conn, ())):
             current = self._clients.get(client_id)
             if current is not None and current.owner is conn:
                 self._remove(client_id)
-        conn.client_ids.clear()
+
+    def apply_remote(self, node: str, message: bytes) -> None:
+        """States another node relayed (stamped and throttled there): keep them and pass them on."""
+        decoded = decode_message(message)
+        if not isinstance(decoded, AwarenessMessage):
+            return
+        changed = False
+        for entry in decode_awareness_update(decoded.payload):
+            client_id = entry.client_id
+            current = self._clients.get(client_id)
+            if current is not None and current.owner is not None:
+                continue  # a client of this node: its own connection is the authority
+            if entry.clock < self._clocks.get(client_id, -1):
+                continue
+            self._clocks[client_id] = entry.clock
+            changed = True
+            if entry.state_json == NULL_STATE:
+                self._clients.pop(client_id, None)
+                continue
+            user = _user_id(entry.state_json)
+            self._clients[client_id] = _ClientPresence(None, user, entry.clock, entry.state_json, node=node)
+        if changed:
+            self._broadcast(message, None)
+
+    def drop_node(self, node: str) -> None:
+        """A node stopped answering: its clients' states are removed for everyone here."""
+        gone = [cid for cid, c in self._clients.items() if c.owner is None and c.node == node]
+        for client_id in gone:
+            del self._clients[client_id]
+        if gone:
+            entries = [AwarenessEntry(cid, self._clocks.get(cid, 0), NULL_STATE) for cid in gone]
+            self._broadcast(encode_awareness(encode_awareness_update(entries)), None)
+
+    def _forget_owner(self, client_id: int, current: _ClientPresence) -> None:
+        if current.owner is not None:
+            ids = self._by_conn.get(current.owner)
+            if ids is not None:
+                ids.discard(client_id)
 
     def close(self) -> None:
         for c in self._clients.values():
@@ -149,10 +206,12 @@ class Presence:
             return
         if current.timer is not None:
             current.timer.cancel()
-        current.owner.client_ids.discard(client_id)
+        self._forget_owner(client_id, current)
         clock = self._clocks.get(client_id, current.clock)
-        update = encode_awareness_update([AwarenessEntry(client_id, clock, NULL_STATE)])
-        self._broadcast(encode_awareness(update), current.owner)
+        message = encode_awareness(encode_awareness_update([AwarenessEntry(client_id, clock, NULL_STATE)]))
+        self._broadcast(message, current.owner)
+        if self._publish is not None and current.owner is not None:
+            self._publish(message)
 
     def _relay_throttled(self, client_id: int, current: _ClientPresence) -> None:
         current.dirty = True
@@ -182,4 +241,16 @@ class Presence:
     def _send(self, client_id: int, current: _ClientPresence) -> None:
         current.dirty = False
         update = encode_awareness_update([AwarenessEntry(client_id, current.clock, current.state_json)])
-        self._broadcast(encode_awareness(update), current.owner)
+        message = encode_awareness(update)
+        self._broadcast(message, current.owner)
+        if self._publish is not None:
+            self._publish(message)
+
+
+def _user_id(state_json: str) -> str:
+    """The stamped user id of a state another node relayed."""
+    try:
+        state = orjson.loads(state_json)
+        return str(state["user"]["id"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return ""

@@ -74,7 +74,10 @@ class Room:
         self.doc = doc
         self.policy = policy
         self.connections: set[Connection] = set()
-        self.presence = Presence(self.broadcast, hz=settings.presence_hz, burst=settings.presence_burst)
+        self.presence = Presence(
+            self.broadcast, hz=settings.presence_hz, burst=settings.presence_burst,
+            publish=lambda message: bus.publish_presence(self.name, message),
+        )
         self._store = store
         self._bus = bus
         self._settings = settings
