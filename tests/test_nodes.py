@@ -148,7 +148,8 @@ def client(node: ServerProcess, slide: str, user: str, role: str = "reviewer") -
 
 
 async def register(node: ServerProcess, slide: str) -> None:
-    async with httpx.AsyncClient(base_url=node.base_url, headers={"authorization": f"Bearer {token('admin', user='adm')}"}) as http:
+    headers = {"authorization": f"Bearer {token('admin', user='adm')}"}
+    async with httpx.AsyncClient(base_url=node.base_url, headers=headers) as http:
         r = await http.post("/api/slides", json={"id": slide, "title": slide, "width": 10000, "height": 10000,
                                                  "mpp": 0.25, "tiles": "/x.dzi"})
         assert r.status_code in (200, 201), r.text
