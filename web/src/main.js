@@ -32,7 +32,7 @@ const hook = {
   },
   annotation (id) { return this.view ? this.view.annotationSummary(id) : null },
   imageToClient (x, y) { return this.view ? this.view.imageToClient(x, y) : null },
-  follow (clientId) { this.view && this.view.presence.follow(clientId) },
+  follow (clientId) { this.view && this.view.follow.start(clientId) },
 }
 window.collab = hook
 
@@ -120,11 +120,11 @@ async function slidePage (slideId) {
     if (restore && restore.viewport) {
       view.once('ready', () => {
         view.setViewport(restore.viewport, { immediately: true })
-        if (restore.following != null) view.room.once('synced', () => setTimeout(() => view.presence.follow(restore.following), 200))
+        if (restore.following != null) view.room.once('synced', () => setTimeout(() => view.follow.start(restore.following), 200))
       })
     }
   }
-  const snapshot = () => (view ? { viewport: view.getViewport(false), following: view.presence.following } : null)
+  const snapshot = () => (view ? { viewport: view.getViewport(false), following: view.follow.following } : null)
   mount(null)
 }
 

@@ -9,11 +9,11 @@
 // the presenter's viewport (zoom and rotation included). The slide itself is an ordinary
 // SlideView (its own slide room for annotations), replaced when the slide changes.
 import { Room } from './room.js'
+import { Presence, vpKey } from './presence.js'
 import { SlideView } from './slideview.js'
 import { getSession, listSlides, sessionSummaryHTML, apiRoot, ApiError } from './api.js'
-import { Emitter, h, clear, throttle } from './dom.js'
+import { Emitter, h, clear } from './dom.js'
 
-const RATE_MS = 50 // session presence while moving (~20 Hz); the final state is always sent
 const LOG_MAX = 2000
 
 const SESSION_CLOSE = {
@@ -23,7 +23,6 @@ const SESSION_CLOSE = {
 }
 
 const now = () => performance.timeOrigin + performance.now()
-const vpKey = (v) => (v ? `${v.x},${v.y},${v.width},${v.height},${v.rotation || 0}` : '')
 
 export class SessionPage extends Emitter {
   /**
@@ -138,20 +137,16 @@ export class SessionPage extends Emitter {
     this.agendaArr = doc.getArray('slides')
     this.stateMap = doc.getMap('state')
     this.awareness = room.awareness
-    this.awareness.setLocalState({
-      // The server stamps `user` from the token; this copy is for my own display.
-      user: { id: this.me.id, name: this.me.name, site: this.me.site, role: this.me.role, color: this.me.color },
-      viewport: null,
-      cursor: null,
-      following: null,
-      slide: this.viewSlide,
+    // Same presence publishing as a slide room, plus the slide I look at, sent with my viewport.
+    const presence = this.presence = new Presence({
+      awareness: this.awareness,
+      me: this.me,
+      fields: { slide: this.viewSlide },
+      getViewport: () => (this.view && this.view.ready ? this.view.getViewport() : null),
+      viewportFields: (vp) => ({ slide: this.viewSlide, viewport: vp }),
     })
-    this._publishViewport = throttle(() => this._sendViewport(), RATE_MS)
-    this._publishCursor = throttle((p) => {
-      if (this.room !== room) return
-      this.awareness.setLocalStateField('cursor', p ? { x: Math.round(p[0] * 10) / 10, y: Math.round(p[1] * 10) / 10 } : null)
-    }, RATE_MS)
-    const offs = []
+    const offs = [() => presence.destroy()]
+    offs.push(presence.on('viewport-sent', (vp) => { if (this.isPresenter) this._logPush('sent', vpKey(vp)) }))
     const onDoc = () => this._reconcile()
     this.stateMap.observe(onDoc)
     this.agendaArr.observe(onDoc)
@@ -179,10 +174,9 @@ export class SessionPage extends Emitter {
 
   _closeRoom () {
     for (const off of this._roomOffs || []) { try { off() } catch {} }
-    this._publishViewport?.cancel()
-    this._publishCursor?.cancel()
     this.room.destroy()
     this.room = null
+    this.presence = null
     this._synced = false
   }
 
@@ -379,11 +373,11 @@ export class SessionPage extends Emitter {
     if (this.view) { this.view.destroy(); this.view = null }
     this.viewSlide = slideId
     this._appliedKey = null
-    this._publishViewport?.cancel()
-    if (this.awareness) {
+    if (this.presence) {
       // The slide and a cleared viewport in one state: a follower never applies the previous
       // slide's viewport to the new one.
-      this.awareness.setLocalState({ ...(this.awareness.getLocalState() || {}), slide: slideId, viewport: null, cursor: null })
+      this.presence.publishViewport.cancel()
+      this.presence.set({ slide: slideId, viewport: null, cursor: null })
     }
     const slide = this._slideRecord(slideId)
     const view = new SlideView(this.regions, {
@@ -406,12 +400,12 @@ export class SessionPage extends Emitter {
     view.on('user-navigation', () => {
       if (this.view === view && this.following && !this.isPresenter) this.setFollowing(false)
     })
-    view.on('pointer', (p) => { if (this.view === view) this._publishCursor?.(p) })
+    view.on('pointer', (p) => { if (this.view === view) this.presence?.publishCursor(p) })
     view.on('closed', ({ code, reason }) => {
       this.toast(`This slide cannot be shown: ${reason || code}`, { level: 'error', sticky: true })
     })
-    const onMove = () => { if (this.view === view && view.ready) this._publishViewport() }
-    const onSettle = () => { if (this.view === view && view.ready) { this._publishViewport(); this._publishViewport.flush() } }
+    const onMove = () => { if (this.view === view && view.ready) this.presence?.publishViewport() }
+    const onSettle = () => { if (this.view === view && view.ready) this.presence?.viewportSettled() }
     view.viewer.addHandler('viewport-change', onMove)
     view.viewer.addHandler('animation-finish', onSettle)
     view.viewer.addHandler('resize', onSettle)
@@ -419,22 +413,14 @@ export class SessionPage extends Emitter {
   }
 
   _sendViewport () {
-    const view = this.view
-    if (!view || !view.ready || !this.awareness) return
-    const vp = view.getViewport()
-    if (!vp) return
-    const cur = this.awareness.getLocalState() || {}
-    if (vpKey(cur.viewport) === vpKey(vp) && cur.slide === this.viewSlide) return
-    this.awareness.setLocalState({ ...cur, slide: this.viewSlide, viewport: vp })
-    if (this.isPresenter) this._logPush('sent', vpKey(vp))
+    this.presence?.viewportSettled()
   }
 
   _sendFollowing () {
-    if (!this.awareness) return
+    if (!this.presence) return
     const p = this.following && !this.isPresenter ? this.presenterClient() : null
     const value = p ? p.clientId : null
-    const cur = this.awareness.getLocalState() || {}
-    if (cur.following !== value) this.awareness.setLocalStateField('following', value)
+    this.presence.set({ following: value })
   }
 
   /** The presenter's pointer (from the session room) on the slide I am looking at. */
