@@ -39,18 +39,22 @@ export class SlideView extends Emitter {
    * @param {object} regions {header, toolbar, main, side} elements to fill (see layout.js)
    * @param {object} opts
    * @param {object} opts.slide {id, title, width, height, mpp, tiles}
-   * @param {string} opts.token
+   * @param {import('./credentials.js').Credentials} opts.credentials the token, renewable
    * @param {object} opts.me identity from the token (auth.js)
    * @param {(msg: string, opts?: object) => void} opts.toast
    */
-  constructor (regions, { slide, token, me, toast, resync, extraPointers }) {
+  constructor (regions, { slide, credentials, me, toast, resync, extraPointers, followButtons = true, presenterId = null }) {
     super()
     // A host may add pointers to draw (a session presenter's, from the session room):
     // () => [{user, cursor, label}]; the same user's slide-room cursor is then not drawn twice.
     this.extraPointers = extraPointers || null
     this.regions = regions
     this.slide = slide
-    this.token = token
+    this.credentials = credentials
+    // In a session the page has one follow control (follow the presenter): no per-participant
+    // Follow buttons; `presenterId()` names who presents, for the participants' labels.
+    this.followButtons = followButtons
+    this.presenterId = presenterId
     this.me = me
     this.canEdit = !!me.canEdit
     this.toast = toast || ((m) => console.log(m))
@@ -63,7 +67,7 @@ export class SlideView extends Emitter {
     this.ready = false
     this._cleanup = []
 
-    this.room = new Room({ kind: 'slides', id: slide.id, token })
+    this.room = new Room({ kind: 'slides', id: slide.id, credentials })
     this.doc = this.room.doc
     this.awareness = this.room.awareness
     this.store = new AnnotationStore(this.doc, { width: slide.width, height: slide.height, mpp: slide.mpp, me })
@@ -104,11 +108,12 @@ export class SlideView extends Emitter {
     this.el.undo = h('button.icon-btn', { 'data-testid': 'undo', title: 'Undo my last change (Ctrl+Z)', 'aria-label': 'Undo', html: ICONS.undo, on: { click: () => this.undo() } })
     this.el.redo = h('button.icon-btn', { 'data-testid': 'redo', title: 'Redo (Ctrl+Shift+Z)', 'aria-label': 'Redo', html: ICONS.redo, on: { click: () => this.redo() } })
     this.el.headerItems = h('div.header-items', null,
-      h('span.slide-title', { 'data-testid': 'slide-title', title: this.slide.id }, this.slide.title || this.slide.id),
+      h('span.slide-title', { 'data-testid': 'slide-title', title: `${this.slide.title || this.slide.id} (${this.slide.id})` }, this.slide.title || this.slide.id),
       this.canEdit ? h('div.btn-group', null, this.el.undo, this.el.redo) : h('span.badge.readonly', { 'data-testid': 'readonly-badge', title: 'Your role can watch and follow, not edit' }, 'Read-only'),
       this.el.connection,
       h('button.icon-btn.help-btn', { 'data-testid': 'help', title: 'Keyboard shortcuts (?)', 'aria-label': 'Keyboard shortcuts', 'aria-expanded': 'false', on: { click: () => this.toggleHelp() } }, '?'),
-      h('span.me', { 'data-testid': 'me', title: `${me.name} (${me.site}, ${me.role})` },
+      // My name from the token is shown once the server accepted it (the room synced).
+      this.el.me = h('span.me', { 'data-testid': 'me', title: `${me.name} (${me.site}, ${me.role})`, hidden: true },
         h('span.dot', { style: { background: me.color } }),
         h('span.me-name', null, me.name),
         h('span.muted', null, ` · ${me.site || '—'} · `),
@@ -201,6 +206,10 @@ export class SlideView extends Emitter {
       // The server's own tiles want the token: send it as a Bearer header (never to other hosts).
       ...(sameOrigin(slide.tiles) ? { loadTilesWithAjax: true, ajaxHeaders: { Authorization: `Bearer ${this.token}` } } : {}),
     })
+    if (sameOrigin(slide.tiles)) {
+      // A renewed token: later tile requests carry the new one.
+      this._cleanup.push(this.credentials.on('change', (t) => this.viewer.setAjaxHeaders({ Authorization: `Bearer ${t}` }, true)))
+    }
     this.viewer.addHandler('open', () => {
       this.ready = true
       this.navigator.attach()
@@ -233,7 +242,7 @@ export class SlideView extends Emitter {
 
     on(this.room, 'state', () => this._renderConnection())
     on(this.room, 'denied', (reason) => this._denied(reason))
-    on(this.room, 'synced', () => { this.overlay.requestDraw(); this.panels.list.render() })
+    on(this.room, 'synced', () => { this.el.me.hidden = false; this.overlay.requestDraw(); this.panels.list.render() })
 
     on(this.store, 'change', (ids) => {
       this.overlay.requestDraw()
@@ -277,6 +286,8 @@ export class SlideView extends Emitter {
     this.viewer.destroy()
     for (const r of Object.values(this.regions)) if (r) clear(r)
   }
+
+  get token () { return this.credentials.token }
 
   // ---- viewport -------------------------------------------------------------------------------
 

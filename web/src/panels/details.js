@@ -2,6 +2,14 @@
 import { h, add, clear, rgb, relTime } from '../dom.js'
 import * as geo from '../geometry.js'
 
+// A new annotation's `updated` trails its `created` by the first writes (classification, the
+// server's corrections): only a later change is an edit.
+const EDIT_AFTER_MS = 2000
+
+export function wasEdited (e) {
+  return Number.isFinite(e.updated) && Number.isFinite(e.created) && e.updated - e.created > EDIT_AFTER_MS
+}
+
 export class DetailsPanel {
   /** @param {import('../slideview.js').SlideView} view */
   constructor (view, el) {
@@ -42,7 +50,7 @@ export class DetailsPanel {
       })
       d.status = h('div.status', { 'data-testid': 'selection-status' })
       d.measures = h('dl.measures', { 'data-testid': 'selection-measurements' })
-      d.meta = h('div.meta.muted')
+      d.meta = h('div.meta.muted', { 'data-testid': 'selection-meta' })
       d.comments = h('ul.comments', { 'data-testid': 'comments' })
       d.text = h('textarea', { rows: '2', placeholder: 'Add a comment…', 'aria-label': 'Comment', 'data-testid': 'comment-input', maxlength: '4000' })
       const send = () => {
@@ -85,12 +93,12 @@ export class DetailsPanel {
     if (!view.slide.mpp && e.geometry) d.measures.append(...row('Area', `${Math.round(geo.area(e.geometry))} px²`, 'measure-area-px'))
     d.measures.dataset.source = m.source
     d.measures.title = m.source === 'server' ? 'Measured by the server' : 'Measured in the browser (the server has not measured it yet)'
-    d.meta.textContent = `by ${this.nameForUser(e.author)}${e.created ? ', ' + relTime(e.created) : ''}${e.updated && e.updated !== e.created ? ` · edited ${relTime(e.updated)}` : ''}`
+    d.meta.textContent = d.meta.title = `by ${this.nameForUser(e.author)}${e.created ? ', ' + relTime(e.created) : ''}${wasEdited(e) ? ` · edited ${relTime(e.updated)}` : ''}`
     clear(d.comments)
     if (!e.comments.length) d.comments.append(h('li.muted', null, 'No comments yet.'))
     for (const c of e.comments) {
       d.comments.append(h('li.comment', { 'data-testid': 'comment' },
-        h('div.c-head', null, h('strong', null, this.nameForUser(c.author)), h('span.muted', null, ' · ' + relTime(c.created))),
+        h('div.c-head', null, h('strong', { title: this.nameForUser(c.author) }, this.nameForUser(c.author)), h('span.muted', null, ' · ' + relTime(c.created))),
         h('div.c-text', null, String(c.text ?? ''))))
     }
   }

@@ -35,7 +35,7 @@ export class ListPanel {
         },
       },
       h('span.swatch', { style: { background: rgb(e.color) } }),
-      h('span.a-name', null, e.name || (e.classification ? e.classification.name : 'Unclassified')),
+      h('span.a-name', { title: e.name || (e.classification ? e.classification.name : 'Unclassified') }, e.name || (e.classification ? e.classification.name : 'Unclassified')),
       e.locked && h('span.lock-icon', { title: 'Locked', html: ICONS.lock }),
       e.status && e.status !== 'ok' && h('span', { class: `flag status-${e.status}`, title: e.problem || e.status }, e.status === 'invalid' ? '!' : '~'),
       h('span.a-measure.muted', null, view.measureText(m).split(' · ')[0] || (e.geometry ? e.geometry.type : ''))))
