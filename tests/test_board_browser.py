@@ -139,6 +139,35 @@ def test_following_survives_the_followed_users_reconnect(
     assert "Dr Martin" in banner and "reconnecting" not in banner
 
 
+def test_session_followers_keep_following_through_the_presenters_reconnect(
+    browser: Any, server: ServerProcess, pages: list[Page]
+) -> None:
+    presenter_token = mint("dr-blip", "Dr Martin", "Roubaix", "presenter")
+    sid = create_session(server, presenter_token, "Blip board")
+    presenter = session_page(browser, server, sid, presenter_token, "presenter")
+    follower = session_page(browser, server, sid, mint("dr-m", "Dr M", "Mouscron", "reviewer"), "follower")
+    pages += [presenter, follower]
+    follower.page.wait_for_function("() => window.collab.state().session.presenterClientId !== null", timeout=10_000)
+    badges: list[str] = []
+
+    def sample() -> bool:
+        badges.append(follower.testid("session-follow-badge").inner_text())
+        return bool(follower.js("() => window.collab.state().session.presenterClientId !== null"))
+
+    presenter.js(CLOSE_MY_SESSION_SOCKET)
+    follower.page.wait_for_function("() => window.collab.state().session.presenterClientId === null", timeout=10_000)
+    badges.append(follower.testid("session-follow-badge").inner_text())
+    assert "reconnecting" in badges[-1] and "Dr Martin" in badges[-1], badges[-1]
+    assert wait_until(sample, 15), "the presenter did not come back"
+    assert follower.state()["session"]["following"]
+    assert all("left" not in b and "dr-blip" not in b for b in badges), badges
+    assert not any("no longer following" in t for t in follower.toasts()), follower.toasts()
+    # The presenter moves: the follower mirrors it, no click needed.
+    presenter.drag(-140, -70)
+    matched = wait_until(lambda: viewport_close(follower.state()["viewport"], presenter.state()["viewport"]), 8)
+    assert matched, (follower.state()["viewport"], presenter.state()["viewport"])
+
+
 # ---- 2. a presenter's reload moves nobody ---------------------------------------------------------
 
 
