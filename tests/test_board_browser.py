@@ -288,8 +288,9 @@ def test_websocket_urls_carry_tickets_not_the_token(
     pages.append(other)
     # A reconnect gets a fresh ticket too.
     n = len(urls)
-    page.js(CLOSE_MY_SOCKET)
-    assert wait_until(lambda: len(urls) > n, 15)
+    with page.page.expect_event("websocket", timeout=15_000):  # Playwright delivers events while it waits
+        page.js(CLOSE_MY_SOCKET)
+    assert len(urls) > n
     page.page.wait_for_function(READY, timeout=15_000)
     assert urls and all("token=" not in u and "ticket=" in u for u in urls), urls
     assert len({re.sub(r".*ticket=", "", u) for u in urls}) == len(urls), "a ticket was used twice"
