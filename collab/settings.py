@@ -50,6 +50,7 @@ class Settings:
     max_connections_per_room: int = 500
     handshake_timeout: float = 10.0
     max_vertices: int = 100_000
+    max_json_depth: int = 32  # nesting of an imported feature's properties (deeper: 400)
     geometry_checks: bool = True  # off only to measure their cost: no checks, index or annotation queries
 
     @classmethod

@@ -15,8 +15,9 @@ import httpx
 import jwt
 import orjson
 import pytest
+from pycrdt import Map
 
-from tests.conftest import SECRET, LiveServer, ServerProcess
+from tests.conftest import SECRET, LiveServer, ServerProcess, make_settings, serving
 
 # --- tokens -----------------------------------------------------------------------------------
 
@@ -108,3 +109,94 @@ def test_fatal_signal_prints_a_traceback(server_process: ServerProcess) -> None:
     assert server_process.proc.wait(30) == -signal.SIGSEGV
     text = _wait_for_output(server_process.log_path, ["Fatal Python error: Segmentation fault"])
     assert "Current thread" in text or "Thread 0x" in text
+
+
+# --- deep nesting -------------------------------------------------------------------------------
+
+
+def nested_list(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def nested_object(depth: int) -> Any:
+    value: Any = {"x": 1}
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def square(x: float, y: float, size: float = 10) -> dict[str, Any]:
+    return {"type": "Polygon", "coordinates": [[[x, y], [x + size, y], [x + size, y + size], [x, y + size], [x, y]]]}
+
+
+def feature(geometry: Any, **properties: Any) -> dict[str, Any]:
+    return {"type": "Feature", "geometry": geometry, "properties": properties}
+
+
+async def test_import_refuses_deep_properties_and_coordinates(live: LiveServer, slide: str) -> None:
+    deep_coords = (b'{"type":"FeatureCollection","features":[{"type":"Feature","geometry":{"type":"Polygon",'
+                   b'"coordinates":' + b"[" * 1000 + b"1" + b"]" * 1000 + b'},"properties":{}}]}')
+    async with live.http("admin") as http:
+        good = {"type": "FeatureCollection", "features": [feature(square(10, 10))]}
+        assert (await http.post(f"/api/slides/{slide}/annotations", json=good)).status_code == 201
+        deep = {"type": "FeatureCollection", "features": [feature(square(1, 1), deep=nested_object(500))]}
+        r = await http.post(f"/api/slides/{slide}/annotations", json=deep)
+        assert r.status_code == 400
+        assert "nest deeper than 32 levels" in r.json()["error"]
+        r = await http.post(f"/api/slides/{slide}/annotations", content=deep_coords)
+        assert r.status_code == 400
+        assert "coordinates nest deeper" in r.json()["error"]
+        r = await http.post(f"/api/slides/{slide}/annotations",
+                            json=[feature({"type": "Point", "coordinates": nested_list(5, 3)})])
+        assert r.status_code == 400
+        # 32 levels are fine, and nothing of the refused imports was kept.
+        r = await http.post(f"/api/slides/{slide}/annotations", json=[feature(square(1, 1), ok=nested_object(30))])
+        assert r.status_code == 201
+        for query in ("", "?bbox=0,0,1000,1000", "?include_invalid=1"):
+            r = await http.get(f"/api/slides/{slide}/annotations{query}")
+            assert r.status_code == 200
+            assert len(r.json()["features"]) == 2
+
+
+async def test_deep_live_annotation_is_invalid_and_breaks_nothing_even_after_reload(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data")
+    async with serving(settings) as live:
+        await live.register_slide("s")
+        async with live.http("admin") as http:
+            fc = {"type": "FeatureCollection",
+                  "features": [feature(square(20 * i, 20), name=f"n{i}") for i in range(40)]}
+            assert (await http.post("/api/slides/s/annotations", json=fc)).status_code == 201
+        async with live.client("s", user="mallory") as c:
+            c.annotations["deep-geometry"] = Map({"geometry": {"type": "Polygon", "coordinates": nested_list(1000)}})
+            c.annotations["deep-property"] = Map({"geometry": square(5, 5), "deep": nested_object(500)})
+            await c.wait_for(lambda: _field(c, "deep-geometry", "status") == "invalid"
+                             and _field(c, "deep-property", "status") == "ok")
+            assert "nest deeper than the 3 levels" in _field(c, "deep-geometry", "problem")
+        await _expect_whole_slide(live, 42)
+    async with serving(settings) as live:  # a fresh process's view: read back from the store
+        await _expect_whole_slide(live, 42)
+
+
+def _field(client: Any, key: str, name: str) -> Any:
+    value = client.annotations.get(key)
+    return value.get(name) if value is not None else None
+
+
+async def _expect_whole_slide(live: LiveServer, count: int) -> None:
+    async with live.http("admin") as http:
+        r = await http.get("/api/slides/s/annotations?include_invalid=1")
+        assert r.status_code == 200
+        by_id = {f["id"]: f for f in r.json()["features"]}
+        assert len(by_id) == count
+        assert by_id["deep-geometry"]["geometry"] is None  # exported without what JSON cannot hold
+        assert by_id["deep-geometry"]["properties"]["status"] == "invalid"
+        assert "deep" not in by_id["deep-property"]["properties"]
+        r = await http.get("/api/slides/s/annotations?bbox=0,0,2000,2000")
+        assert r.status_code == 200
+        assert len(r.json()["features"]) == count - 1
+        r = await http.get("/api/slides/s/stats")
+        assert r.status_code == 200, r.text
+        assert r.json()["count"] == count - 1  # every other annotation is still indexed

@@ -20,14 +20,18 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from collab.annotations.geometry import closed_rings, describe_value
+import orjson
+
+from collab.annotations.geometry import closed_rings, describe_value, nesting_depth
 
 __all__ = [
+    "MAX_DEPTH",
     "GeoJSONError",
     "annotation_to_feature",
     "feature_collection",
     "feature_to_annotation",
     "parse_feature_collection",
+    "writable_feature",
 ]
 
 # Properties with a meaning here; everything else is carried through untouched.
@@ -49,6 +53,10 @@ _LEGACY_TYPE_IDS = {
     "PathRootObject",
 }
 _MAX_ID_LENGTH = 256
+# How deeply a feature's properties (and a geometry's members besides its coordinates) may
+# nest. QuPath writes 3 or 4 levels; orjson refuses to write past 254, and a stored value it
+# cannot write would break the export of the whole slide.
+MAX_DEPTH = 32
 
 
 class GeoJSONError(ValueError):
@@ -56,7 +64,7 @@ class GeoJSONError(ValueError):
 
 
 def parse_feature_collection(
-    body: object, *, new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+    body: object, *, new_id: Callable[[], str] = lambda: str(uuid.uuid4()), max_depth: int = MAX_DEPTH
 ) -> list[tuple[str, dict[str, Any]]]:
     """Validate a whole import body and convert it to ``(id, record)`` pairs, in order.
 
@@ -69,7 +77,7 @@ def parse_feature_collection(
     seen: dict[str, int] = {}
     for index, feature in enumerate(features):
         try:
-            key, record = feature_to_annotation(feature, new_id=new_id)
+            key, record = feature_to_annotation(feature, new_id=new_id, max_depth=max_depth)
         except GeoJSONError as exc:
             raise GeoJSONError(f"feature {index}: {exc}") from None
         if key in seen:
@@ -80,7 +88,7 @@ def parse_feature_collection(
 
 
 def feature_to_annotation(
-    feature: object, *, new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+    feature: object, *, new_id: Callable[[], str] = lambda: str(uuid.uuid4()), max_depth: int = MAX_DEPTH
 ) -> tuple[str, dict[str, Any]]:
     """One Feature as ``(id, record)``; raises GeoJSONError if it is not one."""
     if not isinstance(feature, Mapping):
@@ -98,6 +106,12 @@ def feature_to_annotation(
         properties = {}
     if not isinstance(properties, Mapping):
         raise GeoJSONError(f'"properties" must be an object, not {describe_value(properties)}')
+    if nesting_depth(properties, max_depth) > max_depth:
+        raise GeoJSONError(f'"properties" nest deeper than {max_depth} levels')
+    # The coordinates' own depth is judged with the geometry (see the import route).
+    members = {k: v for k, v in geometry.items() if k != "coordinates"}
+    if nesting_depth(members, max_depth) > max_depth:
+        raise GeoJSONError(f'"geometry" nests deeper than {max_depth} levels')
     return key, _record(dict(geometry), properties)
 
 
@@ -128,6 +142,23 @@ def annotation_to_feature(key: str, record: Mapping[str, Any]) -> dict[str, Any]
         props.update(stash)
     geometry = closed_rings(record.get("geometry"))
     return {"type": "Feature", "id": key, "geometry": geometry, "properties": props}
+
+
+def writable_feature(feature: dict[str, Any]) -> dict[str, Any]:
+    """The feature without the members JSON cannot hold (a client may have stored a value
+    nested thousands deep): such a geometry becomes null, such a property is left out."""
+    def writable(value: Any) -> bool:
+        try:
+            orjson.dumps(value)
+        except (TypeError, orjson.JSONEncodeError):
+            return False
+        return True
+
+    out = dict(feature)
+    if not writable(out["geometry"]):
+        out["geometry"] = None
+    out["properties"] = {k: v for k, v in out["properties"].items() if writable(v)}
+    return out
 
 
 def feature_collection(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import sys
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -68,7 +69,9 @@ def _fingerprint_and_size(geometry: Any) -> tuple[bytes, int]:
     try:
         text = orjson.dumps(geometry, option=orjson.OPT_SORT_KEYS, default=repr)
     except (TypeError, orjson.JSONEncodeError):
-        text = repr(geometry).encode()
+        # Nested past orjson's limit (repr would recurse too): such a geometry is invalid
+        # whatever it holds; its type and size tell versions apart well enough.
+        text = b"unwritable:" + type(geometry).__name__.encode() + b":" + str(sys.getsizeof(geometry)).encode()
     return hashlib.blake2b(text, digest_size=16).digest(), len(text)
 
 
@@ -79,10 +82,14 @@ def _read_stored(state: bytes) -> dict[str, tuple[Any, bytes]]:
         doc: Doc = Doc()
         doc.apply_update(state)
         out: dict[str, tuple[Any, bytes]] = {}
-        for key, value in doc.get("annotations", type=Map).items():
-            record = to_py(value)
-            geometry = record.get("geometry") if isinstance(record, Mapping) else None
-            out[key] = (record, fingerprint(geometry))
+        annotations = doc.get("annotations", type=Map)
+        for key in annotations.keys():
+            try:  # one unreadable annotation must not cost the slide all the others
+                record = to_py(annotations.get(key))
+                geometry = record.get("geometry") if isinstance(record, Mapping) else None
+                out[key] = (record, fingerprint(geometry))
+            except Exception:
+                log.exception("reading stored annotation %s failed", key, extra={"annotation": key})
         return out
 
 
@@ -271,7 +278,14 @@ class AnnotationGuard(RoomHooks):
         await self._indexed.wait()
 
     def _check_all(self, records: Mapping[str, Any]) -> dict[str, GeometryVerdict]:
-        return {key: self.check(record) for key, record in records.items()}
+        verdicts = {}
+        for key, record in records.items():
+            try:  # each on its own: one failing check leaves the others indexed
+                verdicts[key] = self.check(record)
+            except Exception:
+                log.exception("checking stored annotation %s failed", key,
+                              extra={"room": self.room.key, "annotation": key})
+        return verdicts
 
     def check(self, record: Any) -> GeometryVerdict:
         geometry = record.get("geometry") if isinstance(record, Mapping) else None
@@ -604,10 +618,13 @@ class AnnotationGuard(RoomHooks):
         keys = sorted(self.annotations.keys()) if ids is None else ids
         out = []
         for key in keys:
-            value = to_py(self.annotations.get(key))
-            if value is None:
-                continue
-            out.append((key, _normalized(value) if isinstance(value, dict) else {}))
+            try:  # one unreadable annotation must not fail the whole answer
+                value = to_py(self.annotations.get(key))
+                if value is None:
+                    continue
+                out.append((key, _normalized(value) if isinstance(value, dict) else {}))
+            except Exception:
+                log.exception("reading annotation %s failed", key, extra={"room": self.room.key, "annotation": key})
         return out
 
     def is_invalid(self, key: str) -> bool:
