@@ -49,6 +49,10 @@ class Settings:
     max_connections_per_user: int = 50
     max_connections_per_room: int = 500
     handshake_timeout: float = 10.0
+    body_timeout: float = 30.0  # a request body not complete this long after its headers: 408 ...
+    body_min_rate: float = 64 * 1024.0  # ... unless it keeps arriving at this many bytes per second
+    max_body_bytes: int = 64 * MiB  # request bodies of the JSON API (over: 413)
+    max_import_bytes: int = 256 * MiB  # GeoJSON imports (POST /api/slides/{id}/annotations)
     max_vertices: int = 100_000
     max_json_depth: int = 32  # nesting of an imported feature's properties (deeper: 400)
     geometry_checks: bool = True  # off only to measure their cost: no checks, index or annotation queries

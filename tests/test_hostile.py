@@ -3,7 +3,9 @@ the slide directories, tokens with string dates, and what a dying server leaves 
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -200,3 +202,111 @@ async def _expect_whole_slide(live: LiveServer, count: int) -> None:
         r = await http.get("/api/slides/s/stats")
         assert r.status_code == 200, r.text
         assert r.json()["count"] == count - 1  # every other annotation is still indexed
+
+
+# --- request bodies: bounded in size and in time ---------------------------------------------------
+
+
+async def _raw_request(live: LiveServer, head: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(live.base_url.rsplit(":", 1)[1]))
+    writer.write(head.encode())
+    await writer.drain()
+    return reader, writer
+
+
+def _head(live: LiveServer, path: str, *headers: str) -> str:
+    token = live.token("admin")
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Authorization: Bearer {token}",
+             "Content-Type: application/json", *headers]
+    return "\r\n".join(lines) + "\r\n\r\n"
+
+
+async def _response(reader: asyncio.StreamReader, timeout: float = 10) -> tuple[int, dict[str, Any], bytes]:
+    """Status, JSON body and whatever follows until the server closes the connection."""
+    async with asyncio.timeout(timeout):
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+        body = await reader.readexactly(length)
+        try:
+            rest = await reader.read()  # EOF: the connection is closed, not kept alive for the rest
+        except ConnectionResetError:  # closed with some of a refused body unread
+            rest = b""
+    return status, orjson.loads(body), rest
+
+
+@pytest.fixture
+def small_bodies(tmp_path: Path) -> Any:
+    return make_settings(tmp_path / "data", max_import_bytes=1024 * 1024, max_body_bytes=64 * 1024,
+                         body_timeout=1.0, body_min_rate=1024.0)
+
+
+async def test_declared_oversized_body_is_refused_before_reading(small_bodies: Any) -> None:
+    async with serving(small_bodies) as live:
+        await live.register_slide("s")
+        reader, writer = await _raw_request(live, _head(live, "/api/slides/s/annotations", "Content-Length: 300000000"))
+        status, body, _ = await _response(reader)  # not one byte of the body was sent
+        writer.close()
+        assert status == 413
+        assert "body over 1048576 bytes" in body["error"]
+
+
+async def test_streamed_oversized_body_is_refused_as_it_streams(small_bodies: Any) -> None:
+    async with serving(small_bodies) as live:
+        await live.register_slide("s")
+        for path in ("/api/slides/s/annotations", "/api/slides"):  # imports, and the JSON API
+            reader, writer = await _raw_request(live, _head(live, path, "Transfer-Encoding: chunked"))
+
+            async def endless(writer: asyncio.StreamWriter = writer) -> None:
+                chunk = b" " * 65536
+                while True:  # the answer comes without the body's end (and in bounded time)
+                    writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    await writer.drain()
+
+            sending = asyncio.create_task(endless())
+            try:
+                status, body, _ = await _response(reader)
+            finally:
+                sending.cancel()
+                writer.close()
+            assert status == 413, body
+            assert "body over" in body["error"]
+
+
+async def test_trickled_body_is_cut_with_408(small_bodies: Any) -> None:
+    async with serving(small_bodies) as live:
+        await live.register_slide("s")
+        reader, writer = await _raw_request(live, _head(live, "/api/slides/s/annotations", "Content-Length: 1000"))
+
+        async def trickle() -> None:
+            for _ in range(100):  # one byte every 0.1 s: far under the minimum rate
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.1)
+
+        dripping = asyncio.create_task(trickle())
+        try:
+            status, body, _ = await _response(reader)
+        finally:
+            dripping.cancel()
+            writer.close()
+        assert status == 408
+        assert "not received within 1 s" in body["error"]
+        async with live.http("admin") as http:  # and the server goes on
+            assert (await http.get("/api/slides/s/annotations")).status_code == 200
+
+
+async def test_slow_but_steady_body_is_not_cut(small_bodies: Any) -> None:
+    async with serving(small_bodies) as live:
+        await live.register_slide("s")
+        payload = orjson.dumps([feature(square(1, 1))]) + b" " * 24_000
+        reader, writer = await _raw_request(
+            live, _head(live, "/api/slides/s/annotations", f"Content-Length: {len(payload)}"))
+        for i in range(0, len(payload), 2000):  # about 8 KB/s for 3 s, over 3 body timeouts
+            writer.write(payload[i:i + 2000])
+            await writer.drain()
+            await asyncio.sleep(0.25)
+        async with asyncio.timeout(10):
+            head = await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 201"), head

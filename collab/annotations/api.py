@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 
 # Imports this large are checked in a worker thread.
 _THREAD_BYTES = 64 * 1024  # bodies larger than this are parsed and checked in a worker thread
-MAX_IMPORT_BYTES = 256 * 1024 * 1024
 
 
 def _numbers(text: str | None, count: int, what: str) -> list[float] | None:
@@ -124,7 +123,7 @@ class AnnotationsApi:
 
     async def import_annotations(self, request: Request) -> Response:
         principal, _, guard = await self._room(request, write=True)
-        raw = await read_body(request, MAX_IMPORT_BYTES)
+        raw = await read_body(request, self._settings.max_import_bytes)
 
         def parse_and_check() -> tuple[list[tuple[str, dict[str, Any]]], list[Any]]:
             # Off the event loop: a 10,000-feature import is ~1 s of parsing and Shapely.
