@@ -56,7 +56,7 @@ class Collab:
         self.slides = SlideRegistry(self.store)  # type: ignore[arg-type]
         self.images = SlideImages()
         self.api = RequestAuth(self.authenticator, settings.allowed_origins)
-        self.slides_api = SlidesApi(self.api, self.slides, self.images)
+        self.slides_api = SlidesApi(self.api, self.slides, self.images, settings)
         if settings.geometry_checks:
             self.rooms.on_load(slide_hook(self.slides, self.store, settings.max_vertices))  # type: ignore[arg-type]
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)  # type: ignore[arg-type]

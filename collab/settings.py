@@ -24,6 +24,7 @@ class Settings:
     redis_url: str | None = None  # unset: in-process fan-out; redis://... : cross-node fan-out
     public_url: str | None = None  # base URL printed in links (default http://host:port)
     demo: bool = False
+    slide_dirs: tuple[str, ...] = ()  # where POST /api/slides may open slide files; empty: <data>/slides
     deflate: bool = False  # permessage-deflate (see bench/RESULTS.md for why it is off)
     log_level: str = "info"
 
@@ -70,6 +71,10 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def slide_directories(self) -> tuple[Path, ...]:
+        return tuple(Path(d) for d in self.slide_dirs) or (self.data / "slides",)
 
     @property
     def base_url(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,8 @@ import orjson
 import pytest
 from pycrdt import Map
 
+from collab.slides.api import UNUSABLE_PATH
+from collab.slides.demo import ensure_demo_slide
 from tests.conftest import SECRET, LiveServer, ServerProcess, make_settings, serving
 
 # --- tokens -----------------------------------------------------------------------------------
@@ -310,3 +313,55 @@ async def test_slow_but_steady_body_is_not_cut(small_bodies: Any) -> None:
             head = await reader.readuntil(b"\r\n\r\n")
         writer.close()
         assert head.startswith(b"HTTP/1.1 201"), head
+
+
+# --- slide files stay inside the slide directories ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return ensure_demo_slide(tmp_path_factory.mktemp("slide"), width=1024, height=768).path
+
+
+async def test_slide_paths_are_confined_and_refusals_alike(tmp_path: Path, small_slide: Path) -> None:
+    data = tmp_path / "data"
+    inside, other, outside = data / "slides", tmp_path / "more-slides", tmp_path / "elsewhere"
+    for d in (inside, other, outside):
+        d.mkdir(parents=True)
+    shutil.copy(small_slide, inside / "ok.tiff")
+    shutil.copy(small_slide, other / "two.tiff")
+    shutil.copy(small_slide, outside / "secret.tiff")
+    (inside / "junk.svs").write_bytes(b"not a slide")
+    (inside / "link.tiff").symlink_to(outside / "secret.tiff")
+
+    async def register(live: LiveServer, slide_id: str, path: str) -> httpx.Response:
+        async with live.http("admin") as http:
+            return await http.post("/api/slides", json={"id": slide_id, "path": path})
+
+    async with serving(make_settings(data)) as live:  # default: <data>/slides
+        assert (await register(live, "a", "ok.tiff")).status_code == 201
+        r = await register(live, "b", str(inside / "ok.tiff"))
+        assert r.status_code == 201
+        assert r.json()["width"] == 1024
+        refused = [
+            str(outside / "secret.tiff"),  # a readable slide, outside
+            str(inside / ".." / ".." / "elsewhere" / "secret.tiff"),
+            "../../elsewhere/secret.tiff",
+            str(inside / "link.tiff"),  # a link inside, to a file outside
+            str(inside / "missing.tiff"),
+            str(inside / "junk.svs"),
+            "/etc/passwd",
+            "/etc/no-such-file",
+            str(inside),
+            "ok\x00.tiff",
+        ]
+        answers = {(r.status_code, r.text) for r in [await register(live, "c", p) for p in refused]}
+        assert answers == {(400, orjson.dumps({"error": UNUSABLE_PATH}).decode())}
+        async with live.http("admin") as http:
+            listed = {s["id"] for s in (await http.get("/api/slides")).json()}
+            assert listed == {"a", "b"}
+            assert (await http.get("/slides/b.dzi")).status_code == 200
+    async with serving(make_settings(data, slide_dirs=(str(other), str(outside)))) as live:
+        assert (await register(live, "d", str(other / "two.tiff"))).status_code == 201
+        assert (await register(live, "e", str(outside / "secret.tiff"))).status_code == 201
+        assert (await register(live, "f", str(inside / "ok.tiff"))).status_code == 400  # no longer listed
