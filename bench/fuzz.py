@@ -133,6 +133,20 @@ def awareness_garbage(rng: random.Random) -> bytes:
     return b"\x01" + varint(len(payload)) + payload
 
 
+def deep_any_update(depth: int) -> bytes:
+    """An update message setting annotations["deep"] to [[[...1...]]] nested `depth` deep, built
+    from the bytes pycrdt writes for a shallow one (each level is 0x75 0x01: an array of one)."""
+    doc = Doc()
+    value: Any = 1.0
+    for _ in range(8):
+        value = [value]
+    doc.get("annotations", type=Map)["deep"] = value
+    update = doc.get_update()
+    shallow = b"\x75\x01" * 8
+    assert shallow in update
+    return encode_update(update.replace(shallow, b"\x75\x01" * depth, 1))
+
+
 def mutate(rng: random.Random, frames: list[bytes]) -> bytes | str:
     frame = bytearray(rng.choice(frames))
     kind = rng.randrange(11)
@@ -214,6 +228,12 @@ async def hostile_worker(n: int, url: str, quota: int, deadline: float, stats: H
 
 async def hostile_run(args: argparse.Namespace) -> dict[str, Any]:
     stats = Hostile()
+    if args.deep:  # one update nested --deep levels deep, before the fuzz (see bench/RESULTS.md)
+        url = f"{args.url}/ws/slides/{SLIDE}?token={token('hostile-deep')}"
+        async with websockets.connect(url, max_size=None, compression=None) as ws:
+            await ws.send(deep_any_update(args.deep))
+            with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
+                await asyncio.wait_for(await ws.ping(), 10)
     deadline = time.monotonic() + args.max_seconds
     await asyncio.gather(*(  # one shared quota: the workers stop once the total is reached
         hostile_worker(n, args.url, args.frames, deadline, stats, args.seed + n) for n in range(args.hostile)
@@ -275,7 +295,7 @@ def relay_latencies(writer: Good, reader: Good) -> list[float]:
 def quantile(values: list[float], q: int) -> float:
     if len(values) < 2:
         return values[0] if values else math.nan
-    return statistics.quantiles(values, n=100)[q - 1]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 # --- the run -----------------------------------------------------------------------------------------
@@ -298,6 +318,7 @@ async def fuzz(args: argparse.Namespace) -> dict[str, Any]:
         hostile = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "hostile", "--url", proc.ws_url, "--frames", str(args.frames),
             "--hostile", str(args.hostile), "--max-seconds", str(args.max_seconds), "--seed", str(args.seed),
+            "--deep", str(args.deep),
             stdout=asyncio.subprocess.PIPE,
         )
         rng = random.Random(args.seed)
@@ -414,6 +435,8 @@ def main() -> None:
     parser.add_argument("--features", type=int, default=7577)
     parser.add_argument("--vertices", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--deep", type=int, default=0,
+                        help="first send one update holding a value nested this deep (100000 kills pycrdt 0.14)")
     args = parser.parse_args()
     run = {"fuzz": fuzz, "import-stall": import_stall, "hostile": hostile_run}[args.mode]
     print(orjson.dumps(asyncio.run(run(args)), option=orjson.OPT_INDENT_2).decode(), flush=True)
