@@ -329,6 +329,7 @@ async def test_slide_paths_are_confined_and_refusals_alike(tmp_path: Path, small
     for d in (inside, other, outside):
         d.mkdir(parents=True)
     shutil.copy(small_slide, inside / "ok.tiff")
+    shutil.copy(small_slide, inside / "three.tiff")
     shutil.copy(small_slide, other / "two.tiff")
     shutil.copy(small_slide, outside / "secret.tiff")
     (inside / "junk.svs").write_bytes(b"not a slide")
@@ -361,7 +362,11 @@ async def test_slide_paths_are_confined_and_refusals_alike(tmp_path: Path, small
             listed = {s["id"] for s in (await http.get("/api/slides")).json()}
             assert listed == {"a", "b"}
             assert (await http.get("/slides/b.dzi")).status_code == 200
+            (inside / "ok.tiff").unlink()  # swapped for a link to a file outside, after registration
+            (inside / "ok.tiff").symlink_to(outside / "secret.tiff")
+            assert (await http.get("/slides/b.dzi")).status_code == 404
+            assert (await http.get("/slides/a_files/0/0_0.jpeg")).status_code == 404
     async with serving(make_settings(data, slide_dirs=(str(other), str(outside)))) as live:
         assert (await register(live, "d", str(other / "two.tiff"))).status_code == 201
         assert (await register(live, "e", str(outside / "secret.tiff"))).status_code == 201
-        assert (await register(live, "f", str(inside / "ok.tiff"))).status_code == 400  # no longer listed
+        assert (await register(live, "f", str(inside / "three.tiff"))).status_code == 400  # no longer listed

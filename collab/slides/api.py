@@ -96,7 +96,13 @@ class SlidesApi:
         record = await self._slides.get(slide_id)
         if not record.get("path"):
             raise NotFound(f"slide {slide_id!r} has no image served by this server")
-        return str(record["path"])
+        # Again at each read: the file may have been replaced by a link to elsewhere since, or
+        # registered before the slide directories were confined.
+        path = confined_path(str(record["path"]), self._settings.slide_directories, self._also_allowed)
+        if path is None:
+            log.warning("slide file outside the slide directories", extra={"slide": slide_id})
+            raise NotFound(f"slide {slide_id!r} has no image served by this server")
+        return path
 
     async def slide_dzi(self, request: Request) -> Response:
         xml = await self._images.dzi(await self._slide_file(request))  # SlideImageError: 4xx
