@@ -18,8 +18,11 @@ import httpx
 import jwt
 import orjson
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from pycrdt import Map
 
+from collab.annotations.geometry import nesting_depth
 from collab.slides.api import UNUSABLE_PATH
 from collab.slides.demo import ensure_demo_slide
 from tests.conftest import SECRET, LiveServer, ServerProcess, make_settings, serving
@@ -370,3 +373,35 @@ async def test_slide_paths_are_confined_and_refusals_alike(tmp_path: Path, small
         assert (await register(live, "d", str(other / "two.tiff"))).status_code == 201
         assert (await register(live, "e", str(outside / "secret.tiff"))).status_code == 201
         assert (await register(live, "f", str(inside / "three.tiff"))).status_code == 400  # no longer listed
+
+
+def _depth_reference(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth_reference(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth_reference(v) for v in value), default=0)
+    return 0
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@given(value=_json, limit=st.integers(min_value=0, max_value=8))
+@example(value=[[], [[{"a": [1]}]]], limit=3)
+def test_nesting_depth_matches_a_recursive_count(value: Any, limit: int) -> None:
+    expected = _depth_reference(value)
+    depth = nesting_depth(value, limit)
+    if expected <= limit:
+        assert depth == expected
+    else:
+        assert limit < depth <= expected
+
+
+def test_nesting_depth_of_values_no_recursion_survives() -> None:
+    assert nesting_depth(nested_list(100_000), 32) == 33  # stops counting past the limit
+    assert nesting_depth(nested_list(100_000), 10**6) == 100_000
+    assert nesting_depth(nested_object(100_000), 10**6) == 100_001
