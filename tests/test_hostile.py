@@ -4,6 +4,7 @@ the slide directories, tokens with string dates, and what a dying server leaves 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -22,10 +23,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pycrdt import Map
 
+from collab.annotations.geojson import parse_features_piecewise
 from collab.annotations.geometry import nesting_depth
 from collab.slides.api import UNUSABLE_PATH
 from collab.slides.demo import ensure_demo_slide
 from tests.conftest import SECRET, LiveServer, ServerProcess, make_settings, serving
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 # --- tokens -----------------------------------------------------------------------------------
 
@@ -405,3 +409,38 @@ def test_nesting_depth_of_values_no_recursion_survives() -> None:
     assert nesting_depth(nested_list(100_000), 32) == 33  # stops counting past the limit
     assert nesting_depth(nested_list(100_000), 10**6) == 100_000
     assert nesting_depth(nested_object(100_000), 10**6) == 100_001
+
+
+# --- large imports are parsed one Feature at a time ------------------------------------------------
+
+_FEATURES = [feature(square(i, i), name=f"n{i}", note='x {"type": "Feature", "a": [1]} "q"') for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        orjson.dumps({"type": "FeatureCollection", "features": _FEATURES}),
+        json.dumps({"type": "FeatureCollection", "features": _FEATURES}, indent=2).encode(),
+        json.dumps(_FEATURES, indent="\t").encode() + b"\r\n",
+        (FIXTURES / "qupath_export.geojson").read_bytes(),
+    ],
+    ids=["compact", "indented", "bare-list", "qupath"],
+)
+def test_piecewise_parse_equals_a_whole_parse(raw: bytes) -> None:
+    assert parse_features_piecewise(raw) == orjson.loads(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type":"FeatureCollection","features":[{"type":"Feature","a":1}],"bbox":[1,2,3,4]}',
+        b'{"type":"FeatureCollection","features":[{"type":"Feature","p":{"x":{"type":"Feature","g":1}}}]}',
+        b'{"features":[{"type":"Feature"}],"type":"FeatureCollection"}',
+        b'[{"type":"Feature"}, {"type":"Feature"}',
+        b'{"type":"FeatureCollection","features":[{"type":"Feature"} {"type":"Feature"}]}',
+        b'{"type":"FeatureCollection","features":[{"type":"Feature"}]',
+        b'[{"type":"Feature"}]}',
+    ],
+)
+def test_piecewise_parse_leaves_other_forms_to_a_whole_parse(raw: bytes) -> None:
+    assert parse_features_piecewise(raw) is None

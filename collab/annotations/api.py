@@ -16,6 +16,7 @@ from collab.annotations.geojson import (
     GeoJSONError,
     feature_collection,
     parse_feature_collection,
+    parse_features_piecewise,
     writable_feature,
 )
 from collab.annotations.geometry import coordinates_depth_problem
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # Imports this large are checked in a worker thread.
 _THREAD_BYTES = 64 * 1024  # bodies larger than this are parsed and checked in a worker thread
+_PIECEWISE_BYTES = 1024 * 1024  # ... and, past this, parsed one Feature at a time (the GIL)
 
 
 def _numbers(text: str | None, count: int, what: str) -> list[float] | None:
@@ -128,8 +130,11 @@ class AnnotationsApi:
         def parse_and_check() -> tuple[list[tuple[str, dict[str, Any]]], list[Any]]:
             # Off the event loop: a 10,000-feature import is ~1 s of parsing and Shapely.
             with paused_gc():  # millions of small lists and dicts, none of them cyclic
+                body = parse_features_piecewise(raw) if len(raw) > _PIECEWISE_BYTES else None
                 try:
-                    items = parse_feature_collection(parse_json(raw), max_depth=self._settings.max_json_depth)
+                    items = parse_feature_collection(
+                        parse_json(raw) if body is None else body, max_depth=self._settings.max_json_depth
+                    )
                 except GeoJSONError as exc:
                     raise BadRequest(f"not importable GeoJSON: {exc}") from exc
                 verdicts = [guard.check(r) for _, r in items]

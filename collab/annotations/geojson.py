@@ -16,6 +16,7 @@ under ``extraProperties``.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
@@ -31,6 +32,7 @@ __all__ = [
     "feature_collection",
     "feature_to_annotation",
     "parse_feature_collection",
+    "parse_features_piecewise",
     "writable_feature",
 ]
 
@@ -170,6 +172,57 @@ def feature_collection(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[s
 
 
 # --- import --------------------------------------------------------------------------------
+
+# Where a Feature object starts. Its quotes cannot occur unescaped inside a JSON string, so every
+# match is structural; one nested deeper than the features list makes a piece that does not parse.
+_FEATURE_START = re.compile(rb'\{\s*"type"\s*:\s*"Feature"\s*[,}]')
+_COLLECTION_HEAD = re.compile(rb'\s*(?:\{\s*"type"\s*:\s*"FeatureCollection"\s*,\s*"features"\s*:\s*)?\[\s*')
+_COLLECTION_TAIL = re.compile(rb'\s*\]\s*(?:\}\s*)?')
+
+
+def parse_features_piecewise(raw: bytes) -> Any | None:
+    """Parse a large FeatureCollection (or list of Features) one Feature at a time.
+
+    One ``orjson.loads`` of a 150 MB body holds the GIL for seconds, stalling the event loop
+    even from a worker thread; pieces of a few KB let it run in between. Answers exactly what
+    ``orjson.loads(raw)`` would, or None when the body is not in the plain form this expects
+    (other members, a piece that does not parse...): then parse it whole.
+    """
+    starts = [m.start() for m in _FEATURE_START.finditer(raw)]
+    if not starts:
+        return None
+    head = _COLLECTION_HEAD.fullmatch(raw, 0, starts[0])
+    if head is None:
+        return None
+    tail = None
+    for end in range(len(raw), starts[-1], -1):  # the closing "]" (and "}") after the last Feature
+        if raw[end - 1 : end] == b"]":
+            tail = _COLLECTION_TAIL.fullmatch(raw, end - 1)
+            break
+        if raw[end - 1 : end] not in (b"}", b" ", b"\n", b"\r", b"\t"):
+            return None
+    if tail is None:
+        return None
+    bounds = [*starts, tail.start()]
+    features = []
+    try:
+        for i in range(len(starts)):
+            piece = raw[bounds[i] : bounds[i + 1]].rstrip()
+            if i + 1 < len(starts):
+                if not piece.endswith(b","):
+                    return None
+                piece = piece[:-1]
+            feature = orjson.loads(piece)
+            if not isinstance(feature, dict):
+                return None
+            features.append(feature)
+    except orjson.JSONDecodeError:
+        return None
+    if head.group().lstrip().startswith(b"["):
+        return features if tail.group().strip() == b"]" else None
+    if b"".join(tail.group().split()) != b"]}":
+        return None
+    return {"type": "FeatureCollection", "features": features}
 
 
 def _features_of(body: object) -> list[Any]:
