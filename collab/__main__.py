@@ -149,7 +149,7 @@ def _token(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from collab.app import create_app
-    from collab.log import configure_logging
+    from collab.log import configure_logging, install_crash_reporting, report_loop_exceptions
     from collab.server import build_server
 
     overrides = {
@@ -158,9 +158,17 @@ def _serve(args: argparse.Namespace) -> int:
     }
     settings = Settings.from_env(os.environ, **overrides)
     configure_logging(settings.log_level)
+    install_crash_reporting()
     app = create_app(settings)
     server = build_server(app, settings)
-    server.run()  # uvicorn's own runner picks uvloop when it is installed
+
+    async def serve() -> None:
+        report_loop_exceptions(asyncio.get_running_loop())
+        await server.serve()
+
+    # As uvicorn's own Server.run, with the loop it picks (uvloop when installed).
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(serve())
     return 0
 
 

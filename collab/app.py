@@ -62,7 +62,7 @@ class Collab:
         self.slides = SlideRegistry(self.store)
         self.images = SlideImages()
         self.api = RequestAuth(self.authenticator, settings.allowed_origins)
-        self.slides_api = SlidesApi(self.api, self.slides, self.images)
+        self.slides_api = SlidesApi(self.api, self.slides, self.images, settings)
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)
         self.sessions = SessionRegistry(self.store, self.slides)
         self.sessions_api = SessionsApi(

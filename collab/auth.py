@@ -19,6 +19,7 @@ from collab.errors import Forbidden, Unauthorized
 log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
+_DATE_CLAIMS = ("exp", "iat", "nbf")
 
 
 class Role(StrEnum):
@@ -106,6 +107,12 @@ class TokenAuthenticator:
             raise Unauthorized("token expired") from exc
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
+        # PyJWT reads date claims with int(), so it takes "exp": "99999999999" (a string that
+        # would outlive any intended lifetime): RFC 7519 says NumericDate, so numbers only.
+        for name in _DATE_CLAIMS:
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise Unauthorized(f"invalid token: claim {name!r} must be a number")
         return _principal_from_claims(claims)
 
     def mint(

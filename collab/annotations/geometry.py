@@ -27,9 +27,11 @@ __all__ = [
     "GeometryVerdict",
     "check_geometry",
     "closed_rings",
+    "coordinates_depth_problem",
     "describe_value",
     "measure",
     "merge_measurements",
+    "nesting_depth",
     "to_geojson",
 ]
 
@@ -65,6 +67,8 @@ _DEPTH = {
     "Polygon": 2,
     "MultiPolygon": 3,
 }
+# Coordinates nested deeper than this are reported as such, not by the first odd position.
+_DEEP = 32
 # Members of a geometry object that describe its coordinates and so are rebuilt, not copied,
 # when a repaired geometry is written ("bbox" would be stale).
 _REBUILT_MEMBERS = ("type", "coordinates", "bbox")
@@ -115,7 +119,7 @@ def check_geometry(
                     f"The repaired geometry has {count} vertices, over the limit of {max_vertices}."
                 )
     except _Invalid as exc:
-        return GeometryVerdict(status="invalid", problem=str(exc))
+        return GeometryVerdict(status="invalid", problem=coordinates_depth_problem(geom, _DEEP) or str(exc))
 
     measurements = measure(shape, mpp)
     if not fixes:
@@ -253,6 +257,41 @@ def _parse(geom: object, max_vertices: int) -> tuple[str, list[Any], list[str]]:
         return kind, _rings(coords, "coordinates", fixes), fixes
     polygons = [_rings(p, f"coordinates[{i}]", fixes) for i, p in enumerate(coords)]
     return kind, polygons, fixes
+
+
+def nesting_depth(value: object, limit: int) -> int:
+    """How deeply lists and objects nest in `value` (a scalar: 0, ``[1]``: 1), counting no
+    further than ``limit + 1``. Iterative: a value nested thousands deep (which a client may
+    send) would break any recursive walk, orjson's and repr's included."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif _is_list(item):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def coordinates_depth_problem(geom: object, limit: int = 0) -> str | None:
+    """Why a geometry's coordinates nest deeper than its type has (and than `limit`), if they
+    do. Worth asking only of a geometry that failed the check: well-formed coordinates were
+    read into arrays of the right shape, and walking millions of numbers in Python is not free."""
+    kind = geom.get("type") if isinstance(geom, Mapping) else None
+    if not isinstance(kind, str) or kind not in _DEPTH:
+        return None
+    needed = _DEPTH[kind] + 1  # list levels down to the numbers
+    limit = max(limit, needed)
+    if nesting_depth(cast(Mapping[str, Any], geom).get("coordinates"), limit) > limit:
+        return f"The {kind}'s coordinates nest deeper than the {needed} levels of lists a {kind} has."
+    return None
 
 
 def _sequences(value: object, depth: int, where: str) -> list[Sequence[Any]]:

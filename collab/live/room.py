@@ -145,11 +145,12 @@ class Room:
         if update == EMPTY_UPDATE or self.failed:
             return
         principal = conn.principal
+        ranges = struct_ranges(update)  # malformed or too deeply nested: 1002 before pycrdt sees it
         refusal = self.policy.refuse_write(principal, update)
         reason = "read_only" if not principal.can_write else "policy"
         claims: dict[int, str] = {}
         if refusal is None:
-            refusal, claims = self._claim_client_ids(principal.user_id, update)
+            refusal, claims = self._claim_client_ids(principal.user_id, ranges)
             reason = "client_id"
         if refusal is not None:
             if changes_nothing(self.doc, update):
@@ -166,13 +167,15 @@ class Room:
         self.persist_and_relay(update, sender=conn)
         self.policy.after_apply(principal)
 
-    def _claim_client_ids(self, user_id: str, update: bytes) -> tuple[str | None, dict[int, str]]:
+    def _claim_client_ids(
+        self, user_id: str, ranges: dict[int, tuple[int, int]]
+    ) -> tuple[str | None, dict[int, str]]:
         """Which Yjs client ids `update` writes with that nobody owns yet (claimed by `user_id`),
         or why it is refused: it writes new structs under another user's client id. Structs the
         room already has may come back from anyone (a client restoring its offline copy)."""
         claims: dict[int, str] = {}
         foreign: dict[int, int] = {}
-        for client, (_first, end) in struct_ranges(update).items():
+        for client, (_first, end) in ranges.items():
             owner = self._client_owners.get(client)
             if owner is None:
                 claims[client] = user_id
