@@ -44,8 +44,7 @@ class Settings:
     update_rate: float = 1000.0  # document updates per second per connection (token bucket)
     update_burst: float = 5000.0
     update_flood_seconds: float = 10.0  # held back by the rate this long without pause: closed (1008)
-    presence_hz: float = 30.0  # presence relays per second per client
-    presence_burst: float = 10.0  # absorbs timer jitter of clients that publish at about `presence_hz`
+    presence_hz: float = 30.0  # presence relays per client in any one-second window
     max_connections_per_user: int = 50
     max_connections_per_room: int = 500
     handshake_timeout: float = 10.0
