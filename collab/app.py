@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -22,7 +23,7 @@ from collab.annotations.api import AnnotationsApi
 from collab.annotations.guard import slide_hook
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
 from collab.errors import CollabError, Forbidden
-from collab.http import JSONResponse, RequestAuth, error_response
+from collab.http import JSONResponse, OriginCheck, RequestAuth, error_response
 from collab.live.bus import LocalBus
 from collab.live.room import Room
 from collab.live.rooms import RoomManager
@@ -55,7 +56,7 @@ class Collab:
         self.rooms = RoomManager(self.store, self.bus, settings)  # type: ignore[arg-type]
         self.slides = SlideRegistry(self.store)  # type: ignore[arg-type]
         self.images = SlideImages()
-        self.api = RequestAuth(self.authenticator, settings.allowed_origins)
+        self.api = RequestAuth(self.authenticator)
         self.slides_api = SlidesApi(self.api, self.slides, self.images)
         if settings.geometry_checks:
             self.rooms.on_load(slide_hook(self.slides, self.store, settings.max_vertices))  # type: ignore[arg-type]
@@ -186,6 +187,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=collab.routes(),
+        middleware=[Middleware(OriginCheck, allowed=settings.allowed_origins, public_url=settings.base_url)],
         lifespan=lifespan,
         exception_handlers={CollabError: on_collab_error},
     )

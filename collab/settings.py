@@ -19,10 +19,10 @@ class Settings:
     port: int = 8000
     data: Path = Path("./data")
     secret: str | None = None  # HS256 signing secret; generated under `data` when unset
-    allowed_origins: tuple[str, ...] = ()  # empty: any Origin (development); set it in production
+    allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides our own ("*": any)
     database_url: str | None = None  # unset: SQLite under `data`; postgresql://... : PostgreSQL
     redis_url: str | None = None  # unset: in-process fan-out; redis://... : cross-node fan-out
-    public_url: str | None = None  # base URL printed in links (default http://host:port)
+    public_url: str | None = None  # base URL printed in links (default http://host:port); our own origin
     demo: bool = False
     deflate: bool = False  # permessage-deflate (see bench/RESULTS.md for why it is off)
     log_level: str = "info"

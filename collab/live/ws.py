@@ -87,7 +87,8 @@ class RoomEndpoint:
     def _admit(self, scope: Scope, doc_id: str) -> Principal:
         headers = scope.get("headers", [])
         origin = header(headers, b"origin")
-        if not origin_allowed(origin, header(headers, b"host"), self._settings.allowed_origins):
+        settings = self._settings
+        if not origin_allowed(origin, scope.get("server"), settings.allowed_origins, settings.base_url):
             raise Forbidden(f"origin {origin} is not allowed")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         token = (query.get("token") or [None])[0]
