@@ -66,3 +66,7 @@ class BadRequest(CollabError):
 
 class StoreError(CollabError):
     close_code = 1011
+
+
+class SecretNotFound(CollabError):
+    """No signing secret to mint tokens with: only `collab serve` creates one."""
