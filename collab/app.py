@@ -92,7 +92,7 @@ class Collab:
 
     async def register_demo(self) -> None:
         """--demo: generate (once) and register the demo slide, then print two ready links."""
-        slide = await asyncio.to_thread(ensure_demo_slide, self.settings.data)
+        slide = await asyncio.to_thread(ensure_demo_slide, self.settings.data, report=_print)
         await self.slides.put(
             {
                 "id": slide.id,
@@ -138,6 +138,11 @@ class Collab:
         if STATIC_APP.is_dir():
             routes.append(Mount("/app", StaticFiles(directory=STATIC_APP, html=True), name="app"))
         return routes
+
+
+def _print(line: str) -> None:
+    """Console lines for whoever started the server (the demo's progress and links)."""
+    print(line, flush=True)
 
 
 async def healthz(request: Request) -> Response:
