@@ -25,6 +25,7 @@ from collab.live.protocol import (
 )
 from tests.conftest import LiveServer, make_settings, serving, start_server
 from tests.test_live_rooms import annotation
+from tests.waiting import wait_for, wait_for_async
 from tests.yclient import YClient
 
 
@@ -324,6 +325,8 @@ async def test_trickled_handshake_is_closed(tmp_path: Path) -> None:
         writer.close()
         # A real client, slower than the timeout overall, is unaffected once it is in.
         async with live.client("s") as c:
+            # Time passing is the scenario (longer than the handshake timeout), and what must
+            # NOT happen is a close: a fixed sleep, then the client must still be served.
             await asyncio.sleep(1.0)
             c.annotations["x"] = annotation(1)
             async with live.client("s", user="other") as other:
@@ -346,8 +349,7 @@ async def test_room_connection_limit_and_loaded_rooms_cap(tmp_path: Path) -> Non
         for s in ("b", "c"):
             async with live.client(s, user="v") as c:
                 c.annotations["k"] = annotation(1)
-        await asyncio.sleep(0.3)
-        assert len(rooms) <= 2 and rooms.get("slide:a") is None
+        await wait_for(lambda: len(rooms) <= 2 and rooms.get("slide:a") is None, what="the LRU idle room unloaded")
         async with live.client("a", user="back") as back:  # reloads intact
             assert back.synced.is_set()
 
@@ -356,11 +358,16 @@ async def test_refusals_are_in_the_audit_log(live: LiveServer, slide: str) -> No
     bad = live.client(slide, role="viewer", user="intruder", site="Mouscron", slides=["other"])
     await bad.connect(wait_sync=False)
     assert await bad.wait_closed() == 4403
-    await asyncio.sleep(0.1)
-    async with live.http("admin") as http:
-        entries = (await http.get(f"/api/slides/{slide}/audit")).json()
-    refused = [e for e in entries if e["action"] == "refused"]
-    assert refused and refused[-1]["user"] == "intruder" and refused[-1]["site"] == "Mouscron"
+    refused: list[dict] = []
+
+    async def audited() -> bool:
+        async with live.http("admin") as http:
+            entries = (await http.get(f"/api/slides/{slide}/audit")).json()
+        refused[:] = [e for e in entries if e["action"] == "refused"]
+        return bool(refused)
+
+    await wait_for_async(audited, what="the refusal in the audit log")
+    assert refused[-1]["user"] == "intruder" and refused[-1]["site"] == "Mouscron"
 
 
 async def test_presence_throttle_holds_under_uvloop(tmp_path: Path) -> None:
