@@ -37,7 +37,7 @@ class Settings:
     room_idle_seconds: float = 30.0  # unload a room this long after its last client left
     max_rooms_loaded: int = 1000  # least recently used idle rooms are unloaded first
 
-    # Limits (CONTRACT §6)
+    # Limits (docs/reference.md, section 7)
     max_message_bytes: int = 8 * MiB
     outbox_max_messages: int = 4096  # per connection; past it the client is closed with 1013
     outbox_max_bytes: int = 32 * MiB

@@ -1,4 +1,4 @@
-"""HTTP for annotations (CONTRACT §4): query, stats, GeoJSON import, audit. Served from the room."""
+"""HTTP for annotations (docs/reference.md, section 8): query, stats, GeoJSON import, audit. Served from the room."""
 
 from __future__ import annotations
 

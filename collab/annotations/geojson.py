@@ -1,4 +1,4 @@
-"""QuPath-compatible GeoJSON <-> annotation records (CONTRACT §3 layout, §4 API).
+"""QuPath-compatible GeoJSON <-> annotation records (docs/reference.md, sections 4 and 8).
 
 QuPath writes each object as a Feature: a UUID ``id`` (since v0.4), the ``geometry``, and
 ``properties`` holding ``objectType``, ``name``, ``classification`` (``{"name", "color"}``,

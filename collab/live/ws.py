@@ -1,7 +1,7 @@
 """WebSocket endpoints: authenticate before joining, then hand the socket to a Connection.
 
 Refusals are sent as close codes after accepting the handshake (a browser never sees the code
-of a refused upgrade) and before any document byte: 4401, 4403, 4404 (CONTRACT §2).
+of a refused upgrade) and before any document byte: 4401, 4403, 4404 (docs/reference.md, section 3).
 """
 
 from __future__ import annotations
