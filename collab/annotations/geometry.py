@@ -111,7 +111,8 @@ def check_geometry(
         shape = _build(kind, parts)
         dimension = _DIMENSION[kind]
         if not shape.is_valid:
-            reason = _human_reason(shapely.is_valid_reason(shape))
+            with np.errstate(divide="ignore", invalid="ignore"):  # see _repair
+                reason = _human_reason(shapely.is_valid_reason(shape))
         elif _degenerate_parts(shape, dimension).any():
             # GEOS calls some zero-area rings valid (three nearly collinear corners).
             reason = f"a part with {_ZERO[dimension]}"
@@ -424,10 +425,13 @@ def _repair(shape: shapely.Geometry, kind: str, reason: str) -> shapely.Geometry
     dimension = _DIMENSION[kind]
     noun = {0: "point", 1: "line", 2: "polygon"}[dimension]
     try:
-        fixed = shapely.make_valid(shape, method="structure", keep_collapsed=False)
-        fixed = _keep_dimension(fixed, dimension)
-        if not fixed.is_empty and not fixed.is_valid:  # guard against GEOS corner cases
-            fixed = _keep_dimension(shapely.make_valid(fixed), dimension)
+        # Subnormal coordinates (1e-300) make GEOS divide by zero: numpy would warn, but the
+        # result is judged below like any other, so the warning would tell nobody anything.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fixed = shapely.make_valid(shape, method="structure", keep_collapsed=False)
+            fixed = _keep_dimension(fixed, dimension)
+            if not fixed.is_empty and not fixed.is_valid:  # guard against GEOS corner cases
+                fixed = _keep_dimension(shapely.make_valid(fixed), dimension)
     except GEOSException as exc:
         raise _Invalid(
             f"The {noun} is not valid ({reason}) and could not be repaired: {exc}."
