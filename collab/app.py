@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -24,7 +25,7 @@ from collab.annotations.catalog import AnnotationCatalog
 from collab.annotations.guard import AnnotationGuard
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
 from collab.errors import CollabError, Forbidden
-from collab.http import JSONResponse, RequestAuth, error_response
+from collab.http import JSONResponse, OriginCheck, RequestAuth, error_response
 from collab.live.bus import LocalBus
 from collab.live.keys import SESSION, SLIDE, RoomKey
 from collab.live.policy import RoomPolicy
@@ -61,7 +62,7 @@ class Collab:
         self.rooms = RoomManager(self.store, self.bus, settings, self.policy_for)
         self.slides = SlideRegistry(self.store)
         self.images = SlideImages()
-        self.api = RequestAuth(self.authenticator, settings.allowed_origins)
+        self.api = RequestAuth(self.authenticator)
         self.slides_api = SlidesApi(self.api, self.slides, self.images, settings)
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)
         self.sessions = SessionRegistry(self.store, self.slides)
@@ -108,7 +109,7 @@ class Collab:
 
     async def register_demo(self) -> None:
         """--demo: generate (once) and register the demo slide, then print two ready links."""
-        slide = await asyncio.to_thread(ensure_demo_slide, self.settings.data)
+        slide = await asyncio.to_thread(ensure_demo_slide, self.settings.data, report=_print)
         await self.slides.put(
             {
                 "id": slide.id,
@@ -185,6 +186,11 @@ class Collab:
         return routes
 
 
+def _print(line: str) -> None:
+    """Console lines for whoever started the server (the demo's progress and links)."""
+    print(line, flush=True)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -235,6 +241,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=collab.routes(),
+        middleware=[Middleware(OriginCheck, allowed=settings.allowed_origins, public_url=settings.base_url)],
         lifespan=lifespan,
         exception_handlers={CollabError: on_collab_error},
     )

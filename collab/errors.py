@@ -79,3 +79,7 @@ class PayloadTooLarge(BadRequest):
 
 class StoreError(CollabError):
     close_code = 1011
+
+
+class SecretNotFound(CollabError):
+    """No signing secret to mint tokens with: only `collab serve` creates one."""

@@ -69,6 +69,10 @@ _DEPTH = {
 }
 # Coordinates nested deeper than this are reported as such, not by the first odd position.
 _DEEP = 32
+# A polygon thinner than this (its mean width, in pixels) or a line shorter than this has
+# no size: see _degenerate_parts.
+_MIN_EXTENT = 1e-9
+_ZERO = {0: "no position", 1: "zero length", 2: "zero area"}
 # Members of a geometry object that describe its coordinates and so are rebuilt, not copied,
 # when a repaired geometry is written ("bbox" would be stale).
 _REBUILT_MEMBERS = ("type", "coordinates", "bbox")
@@ -109,8 +113,16 @@ def check_geometry(
         kind, parts, fixes = _parse(geom, max_vertices)
         _check_bounds(parts, width, height)
         shape = _build(kind, parts)
+        dimension = _DIMENSION[kind]
         if not shape.is_valid:
-            reason = _human_reason(shapely.is_valid_reason(shape))
+            with np.errstate(divide="ignore", invalid="ignore"):  # see _repair
+                reason = _human_reason(shapely.is_valid_reason(shape))
+        elif _degenerate_parts(shape, dimension).any():
+            # GEOS calls some zero-area rings valid (three nearly collinear corners).
+            reason = f"a part with {_ZERO[dimension]}"
+        else:
+            reason = None
+        if reason is not None:
             shape = _repair(shape, kind, reason)
             fixes.append(f"{reason}, made valid as {_describe(shape)}")
             count = shapely.get_num_coordinates(shape)
@@ -452,25 +464,34 @@ def _repair(shape: shapely.Geometry, kind: str, reason: str) -> shapely.Geometry
     dimension = _DIMENSION[kind]
     noun = {0: "point", 1: "line", 2: "polygon"}[dimension]
     try:
-        fixed = shapely.make_valid(shape, method="structure", keep_collapsed=False)
-        fixed = _keep_dimension(fixed, dimension)
-        if not fixed.is_empty and not fixed.is_valid:  # guard against GEOS corner cases
-            fixed = _keep_dimension(shapely.make_valid(fixed), dimension)
+        # Subnormal coordinates (1e-300) make GEOS divide by zero: numpy would warn, but the
+        # result is judged below like any other, so the warning would tell nobody anything.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fixed = shapely.make_valid(shape, method="structure", keep_collapsed=False)
+            fixed = _keep_dimension(fixed, dimension)
+            if not fixed.is_empty and not fixed.is_valid:  # guard against GEOS corner cases
+                fixed = _keep_dimension(shapely.make_valid(fixed), dimension)
     except GEOSException as exc:
         raise _Invalid(
             f"The {noun} is not valid ({reason}) and could not be repaired: {exc}."
         ) from None
     if fixed.is_empty:
-        what = "zero area" if dimension == 2 else "zero length"
-        raise _Invalid(f"The {noun} has {what} ({reason}): nothing of it is left once made valid.")
+        why = "" if reason.startswith("a part with") else f" ({reason})"
+        raise _Invalid(
+            f"The {noun} has {_ZERO[dimension]}{why}: nothing of it is left once made valid."
+        )
     if not fixed.is_valid:
         raise _Invalid(f"The {noun} is not valid ({reason}) and could not be repaired.")
     return fixed
 
 
 def _keep_dimension(shape: shapely.Geometry, dimension: int) -> shapely.Geometry:
+    """The parts of ``dimension`` that have a size: make_valid can leave a polygon of zero
+    area (a sliver whose corners round onto one line), which must not pass for a repair."""
     parts = [g for g in shapely.get_parts(shape) if shapely.get_dimensions(g) == dimension]
     parts = [p for q in parts for p in shapely.get_parts(q)]  # flatten Multi* parts
+    if parts:
+        parts = [p for p, bad in zip(parts, _degenerate_parts(parts, dimension), strict=True) if not bad]
     if dimension == 2:
         if len(parts) == 1:
             return parts[0]
@@ -482,6 +503,19 @@ def _keep_dimension(shape: shapely.Geometry, dimension: int) -> shapely.Geometry
             return parts[0]
         return shapely.multilinestrings(parts) if parts else shapely.LineString()
     return shapely.multipoints(parts) if parts else shapely.MultiPoint()
+
+
+def _degenerate_parts(shape: Any, dimension: int) -> np.ndarray:
+    """Which parts of ``shape`` (a geometry or a list of single parts) have no size: no
+    area for polygons, no length for lines. "No" allows for rounding: a part thinner or
+    shorter than _MIN_EXTENT pixels is a floating-point remnant, not something anyone drew."""
+    parts = shapely.get_parts(shape) if isinstance(shape, shapely.Geometry) else np.asarray(shape)
+    if dimension == 2:
+        # Mean width of a polygon: twice its area over its perimeter.
+        return 2 * shapely.area(parts) <= _MIN_EXTENT * shapely.length(parts)
+    if dimension == 1:
+        return shapely.length(parts) <= _MIN_EXTENT
+    return shapely.is_empty(parts)
 
 
 def _polygon_rings(polygon: shapely.Polygon) -> list[list[list[float]]]:

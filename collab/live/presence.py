@@ -1,9 +1,10 @@
 """Presence (awareness) of one room: who owns which client id, stamped identity, throttled relay.
 
 The server keeps the latest state of every client id and relays an entry only when its clock
-advances, at most `hz` times per second per client id (a token bucket with a small burst, so
-normal jitter is not delayed). A held-back state is sent when the next token is due, so the
-latest state always arrives; removals are sent at once.
+advances, at most `hz` times in any one-second window per client id (a sliding window, so
+normal jitter is not delayed while the window has room). A held-back state is sent as soon as
+the window has room, so the latest state always arrives; removals are sent at once.
+A state that is not a JSON object is malformed input: ProtocolError closes the connection.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import TYPE_CHECKING
 import orjson
 
 from collab import metrics
+from collab.errors import ProtocolError
 from collab.live.protocol import (
     AwarenessEntry,
     decode_awareness_update,
     encode_awareness,
     encode_awareness_update,
 )
-from collab.live.ratelimit import TokenBucket
+from collab.live.ratelimit import SlidingWindow
 
 if TYPE_CHECKING:
     from collab.live.connection import Connection
@@ -38,7 +40,7 @@ class _ClientPresence:
     owner: Connection
     clock: int
     state_json: str
-    bucket: TokenBucket
+    bucket: SlidingWindow
     dirty: bool = False
     timer: asyncio.TimerHandle | None = field(default=None)
 
@@ -48,14 +50,12 @@ class Presence:
 
     def __init__(
         self,
-        broadcast: Callable[[bytes, Connection | None], None],
+        broadcast: Callable[[bytes, Connection | None], int],
         *,
         hz: float,
-        burst: float,
     ) -> None:
-        self._broadcast = broadcast
+        self._broadcast = broadcast  # answers how many clients it sent the frame to
         self._hz = hz
-        self._burst = burst
         self._clients: dict[int, _ClientPresence] = {}
         # Last clock seen per client id, kept after removal so late echoes cannot revive it.
         self._clocks: dict[int, int] = {}
@@ -78,6 +78,8 @@ class Presence:
                 entry.clock < known or (entry.clock == known and not (removal and current))
             ):
                 continue  # stale or an echo: nothing new
+            # Parsed before anything changes: a malformed state closes the connection.
+            state_json = None if removal else self._stamp(conn, client_id, entry.state_json)
             if current is not None and current.owner is not conn:
                 if current.owner.principal.user_id != conn.principal.user_id:
                     metrics.REFUSALS.labels(reason="foreign_awareness_id").inc()
@@ -91,15 +93,12 @@ class Presence:
                 current.owner.client_ids.discard(client_id)
                 current.owner = conn
             self._clocks[client_id] = entry.clock
-            if removal:
+            if state_json is None:
                 if current is not None:
                     self._remove(client_id)
                 continue
-            state_json = self._stamp(conn, entry.state_json)
-            if state_json is None:
-                continue
             if current is None:
-                bucket = TokenBucket(self._hz, self._burst)
+                bucket = SlidingWindow(self._hz)
                 current = _ClientPresence(conn, entry.clock, state_json, bucket)
                 self._clients[client_id] = current
                 conn.client_ids.add(client_id)
@@ -129,16 +128,14 @@ class Presence:
                 c.timer.cancel()
         self._clients.clear()
 
-    def _stamp(self, conn: Connection, state_json: str) -> str | None:
+    def _stamp(self, conn: Connection, client_id: int, state_json: str) -> str:
         """Replace the client's `user` with the token's identity: presence cannot be forged."""
         try:
             state = orjson.loads(state_json)
         except orjson.JSONDecodeError:
-            metrics.REFUSALS.labels(reason="awareness_not_json").inc()
-            return None
+            raise ProtocolError(f"awareness state of client {client_id} is not JSON") from None
         if not isinstance(state, dict):
-            metrics.REFUSALS.labels(reason="awareness_not_object").inc()
-            return None
+            raise ProtocolError(f"awareness state of client {client_id} is not a JSON object or null")
         state["user"] = conn.presence_user
         return orjson.dumps(state).decode()
 
@@ -152,7 +149,7 @@ class Presence:
         current.owner.client_ids.discard(client_id)
         clock = self._clocks.get(client_id, current.clock)
         update = encode_awareness_update([AwarenessEntry(client_id, clock, NULL_STATE)])
-        self._broadcast(encode_awareness(update), current.owner)
+        metrics.AWARENESS_OUT.inc(self._broadcast(encode_awareness(update), current.owner))
 
     def _relay_throttled(self, client_id: int, current: _ClientPresence) -> None:
         current.dirty = True
@@ -182,4 +179,4 @@ class Presence:
     def _send(self, client_id: int, current: _ClientPresence) -> None:
         current.dirty = False
         update = encode_awareness_update([AwarenessEntry(client_id, current.clock, current.state_json)])
-        self._broadcast(encode_awareness(update), current.owner)
+        metrics.AWARENESS_OUT.inc(self._broadcast(encode_awareness(update), current.owner))

@@ -72,7 +72,7 @@ class Room:
         self.doc = doc
         self.policy = policy
         self.connections: set[Connection] = set()
-        self.presence = Presence(self.broadcast, hz=settings.presence_hz, burst=settings.presence_burst)
+        self.presence = Presence(self.broadcast, hz=settings.presence_hz)
         self._store = store
         self._bus = bus
         self._settings = settings
@@ -299,10 +299,14 @@ class Room:
         metrics.UPDATES_OUT.inc(sent)
         self._bus.publish(self.name, message)
 
-    def broadcast(self, message: bytes, exclude: Connection | None) -> None:
+    def broadcast(self, message: bytes, exclude: Connection | None) -> int:
+        """Send to every client but `exclude`; answer how many that was (for the metrics)."""
+        sent = 0
         for conn in self.connections:
             if conn is not exclude:
                 conn.send(message)
+                sent += 1
+        return sent
 
     def _after_commits(self, callback: Callable[[], None]) -> None:
         """Run `callback` once every update applied so far is committed."""

@@ -1,4 +1,4 @@
-// HTTP API (see the README's HTTP API table): JSON with `Authorization: Bearer <token>`.
+// HTTP API (docs/reference.md, and the HTTP API table of README.md): JSON with `Authorization: Bearer <token>`.
 
 /** <prefix>/ where the app lives at <prefix>/app/. */
 export function apiRoot (loc = location) {

@@ -1,5 +1,5 @@
 // A tumor-board session (/app/?session=<id>&token=<jwt>): the agenda, the presenter, and everyone
-// following them.
+// following them (docs/reference.md, section 5).
 //
 // The session room (`/ws/sessions/{id}`) holds the agenda (`slides`, Y.Array of slide ids) and
 // `state` (Y.Map: `current` slide id, `presenter` user id); only the presenter writes it (a
