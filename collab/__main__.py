@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collab.auth import Role, TokenAuthenticator, load_or_create_secret
+from collab.auth import Role, TokenAuthenticator, load_secret
+from collab.errors import SecretNotFound
 from collab.settings import Settings
 
 
 def _serve_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("serve", help="run the server")
+    p = sub.add_parser("serve", help="run the server (creates the signing secret on first start)")
     p.add_argument("--host", help="interface to listen on (COLLAB_HOST, default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (COLLAB_PORT, default 8000; 0 picks a free one)")
     p.add_argument("--data", type=Path, help="data directory (COLLAB_DATA, default ./data)")
@@ -38,11 +39,11 @@ def _token_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--role", required=True, choices=[r.value for r in Role])
     p.add_argument("--slides", default="*", help='comma list of slide ids, or "*" (default)')
     p.add_argument("--ttl", type=float, help="seconds until it expires (default COLLAB_LINK_TTL, 4 h)")
-    p.add_argument("--data", type=Path, help="data directory holding the generated secret")
+    p.add_argument("--data", type=Path, help="the server's data directory, holding its secret (default ./data)")
 
 
 def _session_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("session", help="tumor-board sessions")
+    p = sub.add_parser("session", help="tumor-board sessions: `collab session create` prints links and tokens")
     action = p.add_subparsers(dest="action", required=True)
     create = action.add_parser("create", help="create a session and print its link and tokens")
     create.add_argument("--title", required=True)
@@ -75,7 +76,12 @@ def _person(text: str) -> tuple[str, str, str]:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="collab", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="collab",
+        description="Real-time collaborative annotation server for digital pathology.",
+        epilog="`collab token` and `collab session create` sign with the server's secret: run them "
+        "with the server's --data directory (or COLLAB_SECRET). See `collab <command> --help`.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_args(sub)
     _token_args(sub)
@@ -85,10 +91,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    if args.command == "token":
-        return _token(args)
-    if args.command == "session":
-        return asyncio.run(_session_create(args))
+    try:
+        if args.command == "token":
+            return _token(args)
+        if args.command == "session":
+            return asyncio.run(_session_create(args))
+    except SecretNotFound as exc:
+        print(f"collab {args.command}: {exc}", file=sys.stderr)
+        return 2
     return _serve(args)
 
 
@@ -100,7 +110,7 @@ async def _session_create(args: argparse.Namespace) -> int:
     from collab.store import open_store
 
     settings = Settings.from_env(os.environ, data=args.data, public_url=args.public_url)
-    auth = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
+    auth = TokenAuthenticator(load_secret(settings.secret, settings.data))
     slides = [s for s in args.slides.split(",") if s]
     presenter = auth.authenticate(
         auth.mint(user=args.user, name=args.name, site=args.site, role="presenter", slides=slides, ttl=60)
@@ -140,7 +150,7 @@ def session_people(args: argparse.Namespace) -> list[tuple[str, str, str, str, s
 
 def _token(args: argparse.Namespace) -> int:
     settings = Settings.from_env(os.environ, data=args.data)
-    auth = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
+    auth = TokenAuthenticator(load_secret(settings.secret, settings.data))
     slides: Any = "*" if args.slides.strip() == "*" else [s for s in args.slides.split(",") if s]
     ttl = args.ttl or settings.link_ttl
     print(auth.mint(user=args.user, name=args.name, site=args.site, role=args.role, slides=slides, ttl=ttl))
@@ -149,7 +159,7 @@ def _token(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from collab.app import create_app
-    from collab.log import configure_logging
+    from collab.log import configure_logging, install_crash_reporting, report_loop_exceptions
     from collab.server import build_server
 
     overrides = {
@@ -158,9 +168,17 @@ def _serve(args: argparse.Namespace) -> int:
     }
     settings = Settings.from_env(os.environ, **overrides)
     configure_logging(settings.log_level)
+    install_crash_reporting()
     app = create_app(settings)
     server = build_server(app, settings)
-    server.run()  # uvicorn's own runner picks uvloop when it is installed
+
+    async def serve() -> None:
+        report_loop_exceptions(asyncio.get_running_loop())
+        await server.serve()
+
+    # As uvicorn's own Server.run, with the loop it picks (uvloop when installed).
+    with asyncio.Runner(loop_factory=server.config.get_loop_factory()) as runner:
+        runner.run(serve())
     return 0
 
 

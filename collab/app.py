@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -24,7 +25,7 @@ from collab.annotations.catalog import AnnotationCatalog
 from collab.annotations.guard import AnnotationGuard
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
 from collab.errors import CollabError, Forbidden
-from collab.http import JSONResponse, RequestAuth, error_response
+from collab.http import JSONResponse, OriginCheck, RequestAuth, error_response
 from collab.live.bus import Bus, LocalBus
 from collab.live.keys import SESSION, SLIDE, RoomKey
 from collab.live.policy import RoomPolicy
@@ -64,8 +65,8 @@ class Collab:
             self.bus.on_reconnect = self.rooms.catch_up_all
         self.slides = SlideRegistry(self.store)
         self.images = SlideImages()
-        self.api = RequestAuth(self.authenticator, settings.allowed_origins)
-        self.slides_api = SlidesApi(self.api, self.slides, self.images)
+        self.api = RequestAuth(self.authenticator)
+        self.slides_api = SlidesApi(self.api, self.slides, self.images, settings)
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)
         self.sessions = SessionRegistry(self.store, self.slides)
         self.sessions_api = SessionsApi(
@@ -111,7 +112,7 @@ class Collab:
 
     async def register_demo(self) -> None:
         """--demo: generate (once) and register the demo slide, then print two ready links."""
-        slide = await asyncio.to_thread(ensure_demo_slide, self.settings.data)
+        slide = await asyncio.to_thread(ensure_demo_slide, self.settings.data, report=_print)
         await self.slides.put(
             {
                 "id": slide.id,
@@ -188,6 +189,11 @@ class Collab:
         return routes
 
 
+def _print(line: str) -> None:
+    """Console lines for whoever started the server (the demo's progress and links)."""
+    print(line, flush=True)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -245,6 +251,7 @@ def create_app(settings: Settings) -> Starlette:
 
     app = Starlette(
         routes=collab.routes(),
+        middleware=[Middleware(OriginCheck, allowed=settings.allowed_origins, public_url=settings.base_url)],
         lifespan=lifespan,
         exception_handlers={CollabError: on_collab_error},
     )

@@ -14,11 +14,12 @@ from typing import Any
 
 import jwt
 
-from collab.errors import Forbidden, Unauthorized
+from collab.errors import Forbidden, SecretNotFound, Unauthorized
 
 log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
+_DATE_CLAIMS = ("exp", "iat", "nbf")
 
 
 class Role(StrEnum):
@@ -106,6 +107,12 @@ class TokenAuthenticator:
             raise Unauthorized("token expired") from exc
         except jwt.InvalidTokenError as exc:
             raise Unauthorized(f"invalid token: {exc}") from exc
+        # PyJWT reads date claims with int(), so it takes "exp": "99999999999" (a string that
+        # would outlive any intended lifetime): RFC 7519 says NumericDate, so numbers only.
+        for name in _DATE_CLAIMS:
+            value = claims.get(name)
+            if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise Unauthorized(f"invalid token: claim {name!r} must be a number")
         return _principal_from_claims(claims)
 
     def mint(
@@ -173,14 +180,34 @@ def _principal_from_claims(claims: dict[str, Any]) -> Principal:
     )
 
 
-def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
-    """The configured secret, or one generated once and kept (mode 0600) under the data dir."""
+def load_secret(configured: str | None, data_dir: Path) -> str:
+    """The configured secret, or the one the server generated under the data dir.
+
+    Commands other than `serve` use this: a secret they made up would sign tokens that the
+    running server rejects, so they fail saying where they looked instead.
+    """
     if configured:
         return configured
     path = data_dir / "secret"
-    if path.exists():
+    try:
         return path.read_text().strip()
+    except FileNotFoundError:
+        raise SecretNotFound(
+            f"no signing secret: COLLAB_SECRET is not set and {path.resolve()} does not exist. "
+            "Pass --data with the server's data directory (or set COLLAB_SECRET as the server has it); "
+            "`collab serve` creates the secret on its first start."
+        ) from None
+
+
+def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
+    """The configured secret, or one generated once and kept (mode 0600) under the data dir.
+    Only the server (`collab serve`) may create it."""
+    try:
+        return load_secret(configured, data_dir)
+    except SecretNotFound:
+        pass
     data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "secret"
     secret = secrets.token_urlsafe(48)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:

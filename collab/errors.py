@@ -71,5 +71,15 @@ class BadRequest(CollabError):
     http_status = 400
 
 
+class PayloadTooLarge(BadRequest):
+    """A request body over its configured maximum, refused before or as it streams in."""
+
+    http_status = 413
+
+
 class StoreError(CollabError):
     close_code = 1011
+
+
+class SecretNotFound(CollabError):
+    """No signing secret to mint tokens with: only `collab serve` creates one."""

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 
+import orjson
 import uvicorn
 from starlette.applications import Starlette
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -44,8 +45,9 @@ class HandshakeTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol, closing a connection whose request headers (the WebSocket
     handshake included) are not complete within `handshake_timeout`: a client that trickles
     its headers cannot hold a socket forever (uvicorn's keep-alive timer stops at the first
-    byte). It hooks private methods of uvicorn's class: pyproject.toml pins the uvicorn versions
-    tested (tests/test_hardening.py `test_trickled_handshake_is_closed`)."""
+    byte). Request bodies are cut the same way (408), after `body_timeout`. It hooks private
+    methods of uvicorn's class: pyproject.toml pins the uvicorn versions tested
+    (tests/test_hardening.py `test_trickled_handshake_is_closed`)."""
 
     handshake_timeout = 10.0
 
@@ -72,6 +74,65 @@ class HandshakeTimeoutProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._cancel_handshake_timer()
         super().on_headers_complete()
+        if self._has_body():
+            self._cancel_body_timer()
+            self._body_started = self.loop.time()
+            self._body_received = 0
+            self._body_timer = self.loop.call_later(self.body_timeout, self._body_expired)
+
+    # --- request bodies: a body trickled in (one byte a second) must not hold a socket and a
+    # request task for ever; nor may the rest of a body the app already answered (a 413).
+    # A body gets `body_timeout` seconds, and more while it keeps arriving at `body_min_rate`
+    # (a 256 MiB import over a slow link is not cut, a slow drip is).
+
+    body_timeout = 30.0
+    body_min_rate = 64 * 1024.0  # bytes per second, averaged since the headers
+
+    def on_body(self, body: bytes) -> None:
+        self._body_received = getattr(self, "_body_received", 0) + len(body)
+        super().on_body(body)
+
+    def _has_body(self) -> bool:
+        if self.parser.should_upgrade():
+            return False
+        for name, value in self.headers:
+            if name == b"content-length":
+                return value.strip() not in (b"", b"0")
+            if name == b"transfer-encoding":
+                return True
+        return False
+
+    def _cancel_body_timer(self) -> None:
+        timer: asyncio.TimerHandle | None = getattr(self, "_body_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._body_timer = None
+
+    def _body_expired(self) -> None:
+        self._body_timer = None
+        elapsed = self.loop.time() - self._body_started
+        cycle = self.cycle
+        answered = cycle is not None and cycle.response_complete  # (413) the rest is discarded
+        if not answered and self._body_received >= self.body_min_rate * elapsed:  # slow but steady
+            self._body_timer = self.loop.call_later(self.body_timeout, self._body_expired)
+            return
+        log.info("cutting a request whose body did not arrive in %.0f s", self.body_timeout,
+                 extra={"path": self.scope.get("path")})
+        if cycle is not None and not cycle.response_started and not self.transport.is_closing():
+            body = orjson.dumps({"error": f"request body not received within {self.body_timeout:g} s"})
+            self.transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+            )
+        if cycle is not None:
+            cycle.disconnected = True  # the app's receive() answers http.disconnect; its sends are dropped
+            cycle.message_event.set()
+        self.transport.close()
+
+    def on_message_complete(self) -> None:
+        self._cancel_body_timer()
+        super().on_message_complete()
+
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -79,12 +140,16 @@ class HandshakeTimeoutProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_handshake_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
 
 def uvicorn_config(app: Starlette, settings: Settings) -> uvicorn.Config:
     http_protocol = type(
-        "CollabHttpProtocol", (HandshakeTimeoutProtocol,), {"handshake_timeout": settings.handshake_timeout}
+        "CollabHttpProtocol",
+        (HandshakeTimeoutProtocol,),
+        {"handshake_timeout": settings.handshake_timeout, "body_timeout": settings.body_timeout,
+         "body_min_rate": settings.body_min_rate},
     )
     return uvicorn.Config(
         app,

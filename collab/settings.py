@@ -19,11 +19,12 @@ class Settings:
     port: int = 8000
     data: Path = Path("./data")
     secret: str | None = None  # HS256 signing secret; generated under `data` when unset
-    allowed_origins: tuple[str, ...] = ()  # empty: any Origin (development); set it in production
+    allowed_origins: tuple[str, ...] = ()  # browser origins allowed besides our own ("*": any)
     database_url: str | None = None  # unset: SQLite under `data`; postgresql://... : PostgreSQL
     redis_url: str | None = None  # unset: in-process fan-out; redis://... : cross-node fan-out
-    public_url: str | None = None  # base URL printed in links (default http://host:port)
+    public_url: str | None = None  # base URL printed in links (default http://host:port); our own origin
     demo: bool = False
+    slide_dirs: tuple[str, ...] = ()  # where POST /api/slides may open slide files; empty: <data>/slides
     deflate: bool = False  # permessage-deflate (see bench/RESULTS.md for why it is off)
     log_level: str = "info"
 
@@ -43,19 +44,23 @@ class Settings:
     room_idle_seconds: float = 30.0  # unload a room this long after its last client left
     max_rooms_loaded: int = 1000  # least recently used idle rooms are unloaded first
 
-    # Limits (CONTRACT §6)
+    # Limits (docs/reference.md, section 7)
     max_message_bytes: int = 8 * MiB
     outbox_max_messages: int = 4096  # per connection; past it the client is closed with 1013
     outbox_max_bytes: int = 32 * MiB
     update_rate: float = 1000.0  # document updates per second per connection (token bucket)
     update_burst: float = 5000.0
     update_flood_seconds: float = 10.0  # held back by the rate this long without pause: closed (1008)
-    presence_hz: float = 30.0  # presence relays per second per client
-    presence_burst: float = 10.0  # absorbs timer jitter of clients that publish at about `presence_hz`
+    presence_hz: float = 30.0  # presence relays per client in any one-second window
     max_connections_per_user: int = 50
     max_connections_per_room: int = 500
     handshake_timeout: float = 10.0
+    body_timeout: float = 30.0  # a request body not complete this long after its headers: 408 ...
+    body_min_rate: float = 64 * 1024.0  # ... unless it keeps arriving at this many bytes per second
+    max_body_bytes: int = 64 * MiB  # request bodies of the JSON API (over: 413)
+    max_import_bytes: int = 256 * MiB  # GeoJSON imports (POST /api/slides/{id}/annotations)
     max_vertices: int = 100_000
+    max_json_depth: int = 32  # nesting of an imported feature's properties (deeper: 400)
     geometry_checks: bool = True  # off only to measure their cost: no checks, index or annotation queries
 
     @classmethod
@@ -71,6 +76,10 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    @property
+    def slide_directories(self) -> tuple[Path, ...]:
+        return tuple(Path(d) for d in self.slide_dirs) or (self.data / "slides",)
 
     @property
     def base_url(self) -> str:

@@ -1,4 +1,4 @@
-"""Refusals arrive as close codes before any document byte (CONTRACT §2)."""
+"""Refusals arrive as close codes before any document byte (docs/reference.md, section 3)."""
 
 from __future__ import annotations
 

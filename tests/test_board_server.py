@@ -285,7 +285,7 @@ async def test_the_record_names_people_classes_areas_comments_in_local_time(
     board: LiveServer, tmp_path: Path
 ) -> None:
     live = board
-    picture = await asyncio.to_thread(ensure_demo_slide, tmp_path / "slides", width=2000, height=1500)
+    picture = await asyncio.to_thread(ensure_demo_slide, tmp_path / "data" / "slides", width=2000, height=1500)
     async with live.http("admin") as http:
         r = await http.post("/api/slides", json={"id": "tissue", "title": "Colon biopsy, block A",
                                                  "path": str(picture.path)})

@@ -273,6 +273,11 @@ def test_refusals_are_explained(browser: Any, server: ServerProcess) -> None:
         other = auth.mint(user="u", name="U", site="Roubaix", role="reviewer",
                           slides=["another-slide"])
         page.goto(f"{server.base_url}/app/?slide={DEMO_ID}&token={other}")
+        # A slide the link does not grant is "no access", not "not found"...
+        assert "does not give access" in page.inner_text("[data-testid=fatal]").lower()
+        # ...and one that does not exist, for a link that would grant it, is "not found".
+        everything = auth.mint(user="u", name="U", site="Roubaix", role="reviewer", slides="*")
+        page.goto(f"{server.base_url}/app/?slide=no-such-slide&token={everything}")
         assert "no slide" in page.inner_text("[data-testid=fatal]").lower()
 
         page.goto(f"{server.base_url}/app/?slide={DEMO_ID}&token=not-a-token")

@@ -20,6 +20,7 @@ from collab.store import open_store
 from collab.store.sqlite import SqliteStore
 from tests.conftest import SECRET, ServerProcess, make_settings, serving
 from tests.test_live_rooms import annotation
+from tests.waiting import settled, wait_for
 from tests.yclient import YClient
 
 AUTH = TokenAuthenticator(SECRET)
@@ -27,15 +28,6 @@ AUTH = TokenAuthenticator(SECRET)
 
 def token(role: str = "reviewer", user: str = "u") -> str:
     return AUTH.mint(user=user, name=user, site="Roubaix", role=role, slides="*", ttl=600)
-
-
-async def quiet(client: YClient, seconds: float = 0.5) -> None:
-    """Wait until the client has received nothing for `seconds` (server corrections settled)."""
-    while True:
-        frames = client.received_frames
-        await asyncio.sleep(seconds)
-        if client.received_frames == frames:
-            return
 
 
 def register(proc: ServerProcess, slide_id: str) -> None:
@@ -60,7 +52,7 @@ async def write_until_killed(proc: ServerProcess, slide_id: str, kill_after_seen
         while not stop.is_set():
             writer.annotations[f"w-{i}"] = annotation(i)
             i += 1
-            await asyncio.sleep(0.001)
+            await asyncio.sleep(0.001)  # pacing the writer, not waiting for anything
 
     task = asyncio.get_running_loop().create_task(write())
     await observer.wait_for(lambda: len(observer.annotations) >= kill_after_seen, timeout=30)
@@ -91,8 +83,8 @@ async def test_sigterm_flushes_and_exits_zero(server_process: ServerProcess) -> 
     client = await YClient(url(server_process, "s1", "writer")).connect()
     for i in range(300):
         client.annotations[f"t-{i}"] = annotation(i)
-    await asyncio.sleep(0)  # let the sends go out
-    await asyncio.sleep(0.3)
+    # The server has applied all 300 once it has stamped them (its corrections come back).
+    await client.wait_for(lambda: all("status" in v for v in client.annotations.to_py().values()))
     assert server_process.terminate() == 0
     assert await client.wait_closed() == 1001
     server_process.start()
@@ -110,14 +102,10 @@ async def test_idle_room_unloads_and_reloads_intact(tmp_path: Path) -> None:
             del a.annotations["k1"]
             # The server stamps status, author, measurements: wait for its corrections.
             await a.wait_for(lambda: all("status" in v for v in a.annotations.to_py().values()))
-            await quiet(a)
+            await settled(live, "slide:s", a)
             before = a.annotations.to_py()
         rooms = live.app.state.collab.rooms
-        for _ in range(100):
-            if rooms.get(RoomKey.slide("s")) is None:
-                break
-            await asyncio.sleep(0.05)
-        assert rooms.get(RoomKey.slide("s")) is None, "room was not unloaded"
+        await wait_for(lambda: rooms.get(RoomKey.slide("s")) is None, what="the idle room unloaded")
         async with live.client("s", user="again") as b:
             assert b.annotations.to_py() == before
 
@@ -133,7 +121,7 @@ async def test_compaction_keeps_document_content(tmp_path: Path) -> None:
                     a.annotations[f"k{i}"]["locked"] = True
             del a.annotations["k3"]
             await a.wait_for(lambda: all("status" in v for v in a.annotations.to_py().values()))
-            await quiet(a)
+            await settled(live, "slide:s", a)
             before = a.annotations.to_py()
     # Read the store directly: snapshot + remaining log must rebuild exactly the same content.
     async with open_store(settings) as store:
@@ -153,7 +141,8 @@ async def test_sigterm_with_many_rooms(server_process: ServerProcess) -> None:
         c = await YClient(url(server_process, f"r{n}", f"w{n}")).connect()
         c.annotations["x"] = annotation(n)
         clients.append(c)
-    await asyncio.sleep(0.2)
+    for c in clients:  # applied by the server: it stamped them
+        await c.wait_for(lambda c=c: "status" in c.annotations.to_py().get("x", {}))
     server_process.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
     assert server_process.proc.wait(30) == 0  # type: ignore[union-attr]
     server_process.start()

@@ -7,7 +7,7 @@ import math
 import orjson
 import pytest
 import shapely
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from collab.annotations.geometry import (
@@ -53,6 +53,7 @@ def assert_stable(verdict: GeometryVerdict, **kw: object) -> None:
         assert verdict.geometry is None and verdict.shape is None and verdict.measurements == {}
         return
     assert verdict.shape is not None and verdict.shape.is_valid and not verdict.shape.is_empty
+    assert_sized(verdict.shape)
     if verdict.status == "ok":
         assert verdict.problem is None and verdict.geometry is None
         return
@@ -64,6 +65,15 @@ def assert_stable(verdict: GeometryVerdict, **kw: object) -> None:
     assert again.geometry is None
     assert again.measurements == verdict.measurements
     assert shapely.equals_exact(again.shape, verdict.shape, tolerance=0)
+
+
+def assert_sized(shape: shapely.Geometry) -> None:
+    """No part of a usable geometry is degenerate: polygons have area, lines have length."""
+    for part in shapely.get_parts(shape):
+        if part.geom_type == "Polygon":
+            assert part.area > 0, part.wkt
+        elif part.geom_type == "LineString":
+            assert part.length > 0, part.wkt
 
 
 # --- ok --------------------------------------------------------------------------------------
@@ -204,6 +214,33 @@ def test_degenerate_part_of_a_multiline_is_dropped() -> None:
     verdict = check(geom)
     assert verdict.status == "repaired"
     assert verdict.geometry["coordinates"] == [[2.0, 2.0], [3.0, 3.0]]
+    assert_stable(verdict)
+
+
+def test_repair_never_leaves_a_polygon_of_zero_area() -> None:
+    # Two crossing slivers: make_valid leaves a triangle whose corners round onto one line.
+    rings = [[[0, 0], [5, 3], [17, 17], [0, 0]], [[0, 0], [0, 1], [19, 18], [0, 0]]]
+    verdict = check(polygon(*rings, rings[0]), width=20, height=20)
+    assert verdict.status == "invalid"
+    assert "zero area" in verdict.problem and "self-intersection" in verdict.problem
+    assert_stable(verdict)
+
+
+def test_zero_area_ring_that_geos_calls_valid_is_invalid() -> None:
+    sliver = [[5, 3], [12.92, 12.24], [12.920000000000002, 12.240000000000002], [5, 3]]
+    assert shapely.Polygon(sliver).is_valid  # GEOS's view: the check must not rely on it
+    verdict = check(polygon(sliver))
+    assert verdict.status == "invalid"
+    assert verdict.problem == "The polygon has zero area: nothing of it is left once made valid."
+
+
+def test_zero_area_part_of_a_multipolygon_is_dropped() -> None:
+    sliver = [[5, 3], [12.92, 12.24], [12.920000000000002, 12.240000000000002], [5, 3]]
+    triangle = [[0, 0], [1, 0], [1, 1], [0, 0]]
+    verdict = check({"type": "MultiPolygon", "coordinates": [[sliver], [triangle]]})
+    assert verdict.status == "repaired"
+    assert "a part with zero area" in verdict.problem
+    assert verdict.shape.geom_type == "Polygon" and verdict.shape.area == pytest.approx(0.5)
     assert_stable(verdict)
 
 
@@ -391,6 +428,8 @@ ring = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)), min_size=3, m
 
 @settings(max_examples=200, deadline=None)
 @given(polygons=st.lists(st.lists(ring, min_size=1, max_size=3), min_size=1, max_size=2))
+# Found by this test: make_valid left a polygon of zero area, which was stored as "repaired".
+@example(polygons=[[[(0, 0), (5, 3), (17, 17)], [(0, 0), (0, 1), (19, 18)], [(0, 0), (5, 3), (17, 17)]]])
 def test_random_polygons_repair_to_stable_polygons(
     polygons: list[list[list[tuple[int, int]]]],
 ) -> None:
@@ -405,4 +444,42 @@ def test_random_polygons_repair_to_stable_polygons(
     assert check(geom, width=20, height=20) == verdict  # deterministic
     if verdict.shape is not None:
         assert verdict.shape.geom_type in ("Polygon", "MultiPolygon")
-        assert verdict.shape.area > 0
+        assert_sized(verdict.shape)
+
+
+# Real-valued coordinates, with the tiny and subnormal values that round areas and lengths
+# to zero.
+real = st.one_of(
+    st.integers(0, 20),
+    st.floats(0, 20, allow_nan=False),
+    st.sampled_from([1e-9, 5e-324, 2.3346829647397832e-262, 10.000000000000002]),
+)
+real_point = st.tuples(real, real)
+
+
+@settings(max_examples=200, deadline=None)
+@given(polygons=st.lists(st.lists(st.lists(real_point, min_size=3, max_size=10), min_size=1, max_size=3),
+                         min_size=1, max_size=2))
+# Found by this test: a repair of zero area (its corners 1e-262 apart).
+@example(polygons=[[
+    [(0, 20), (2.3346829647397832e-262, 0), (1, 1), (0, 12)],
+    [(0, 0), (0, 0), (0, 0)],
+    [(1, 0), (0, 20), (2.3346829647397832e-262, 0), (1, 0), (0, 2)],
+]])
+def test_real_polygons_never_repair_to_nothing(polygons: list[list[list[tuple[float, float]]]]) -> None:
+    coords = [[[list(p) for p in r] + [list(r[0])] for r in rings] for rings in polygons]
+    verdict = check({"type": "MultiPolygon", "coordinates": coords}, width=20, height=20)
+    assert_stable(verdict, width=20, height=20)  # includes: no part of zero area
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.lists(real_point, min_size=2, max_size=6), min_size=1, max_size=3), multi=st.booleans())
+# Found by this test: a line of zero length (5e-324 is the smallest float) was "ok".
+@example(lines=[[(0, 0), (0, 5e-324)]], multi=False)
+def test_real_lines_never_have_zero_length(lines: list[list[tuple[float, float]]], multi: bool) -> None:
+    if multi:
+        geom = {"type": "MultiLineString", "coordinates": [[list(p) for p in line] for line in lines]}
+    else:
+        geom = {"type": "LineString", "coordinates": [list(p) for p in lines[0]]}
+    verdict = check(geom, width=20, height=20)
+    assert_stable(verdict, width=20, height=20)  # includes: no part of zero length

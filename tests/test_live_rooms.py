@@ -7,6 +7,7 @@ import asyncio
 from pycrdt import Map
 
 from tests.conftest import LiveServer
+from tests.waiting import wait_for
 
 
 def annotation(i: int, **extra: object) -> Map:
@@ -51,11 +52,11 @@ async def test_concurrent_edits_converge(live: LiveServer, slide: str) -> None:
             c.annotations["shared"] = annotation(100 + i)
         for c in clients:
             await c.wait_for(lambda c=c: len(c.annotations) == 51)
-        await asyncio.sleep(0.2)
-        values = {c.annotations["shared"]["name"] for c in clients}
-        assert len(values) == 1
-        states = [c.annotations.to_py() for c in clients]
-        assert all(s == states[0] for s in states)
+        # Converged: every client ends with the same value for the shared key, and the same map
+        # (a timeout here is the failure).
+        await wait_for(lambda: all(c.annotations.to_py() == clients[0].annotations.to_py() for c in clients),
+                       what="convergence")
+        assert len({c.annotations["shared"]["name"] for c in clients}) == 1
     finally:
         for c in clients:
             await c.close()
@@ -97,8 +98,10 @@ async def test_presence_is_stamped_and_relayed(live: LiveServer, slide: str) -> 
         # A newcomer receives current presence right after sync.
         async with live.client(slide, user="carol") as c:
             await c.wait_for(lambda: a.doc.client_id in c.presence)
-        # When a leaves, its presence is removed for everyone.
-    await asyncio.sleep(0)
+            # When a leaves, its presence is removed for everyone.
+            await a.close()
+            await b.wait_for(lambda: a.doc.client_id not in b.presence)
+            await c.wait_for(lambda: a.doc.client_id not in c.presence)
 
 
 async def test_presence_removed_when_client_leaves(live: LiveServer, slide: str) -> None:

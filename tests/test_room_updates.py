@@ -10,6 +10,7 @@ import httpx
 import pytest
 from pycrdt import Doc, Map
 
+from collab.errors import ProtocolError
 from collab.live.protocol import encode_update
 from collab.live.updates import changes_nothing
 from tests.conftest import LiveServer, make_settings, serving
@@ -213,3 +214,36 @@ async def test_structs_the_room_has_may_come_back_from_anyone(live: LiveServer, 
         b.annotations["mine"] = annotation(2)
         await a.wait_for(lambda: "mine" in a.annotations)
         assert b.denied == [] and b.close_code is None
+
+
+def deep_any_update(depth: int) -> bytes:
+    """One map entry whose value is an array nested `depth` deep (lib0 `any`), built by hand:
+    pycrdt itself cannot encode it."""
+    from collab.live.protocol import write_var_string, write_var_uint
+
+    head = b"\x01\x01" + write_var_uint(123456) + b"\x00"  # 1 client, 1 struct, client, clock 0
+    head += b"\x28" + b"\x01" + write_var_string("annotations") + write_var_string("k")  # any, map entry
+    return head + b"\x01" + b"\x75\x01" * depth + b"\x7e" + b"\x00"  # 1 value; arrays; null; no deletes
+
+
+async def test_a_value_nested_too_deep_is_refused_before_pycrdt_sees_it(live: LiveServer, slide: str) -> None:
+    """An array nested 100,000 deep overflowed Yrs's stack: the whole server died (SIGSEGV)."""
+    async with live.client(slide, user="a") as a:
+        hostile = await live.client(slide, user="mallory").connect()
+        await hostile.send_raw(encode_update(deep_any_update(100_000)))
+        assert await hostile.wait_closed() == 1002
+        assert "nested too deep" in (hostile.close_reason or "")
+        a.annotations["after"] = annotation(1)
+        async with live.client(slide, user="b") as b:
+            await b.wait_for(lambda: "after" in b.annotations)
+    async with live.client(slide, "viewer", user="v") as v:  # a viewer's bytes are read first too
+        await v.send_raw(encode_update(deep_any_update(100_000)))
+        assert await v.wait_closed() == 1002
+
+
+def test_deep_values_within_the_limit_are_read() -> None:
+    from collab.live.updates import struct_ranges
+
+    assert struct_ranges(deep_any_update(500)) == {123456: (0, 1)}
+    with pytest.raises(ProtocolError):
+        struct_ranges(deep_any_update(5000))

@@ -5,18 +5,16 @@ import io
 import shutil
 import xml.etree.ElementTree as ET
 
+import httpx
 import numpy as np
 import openslide
 import pytest
 import tifffile
 from PIL import Image
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.testclient import TestClient
 
 from collab.slides.demo import ensure_demo_slide
-from collab.slides.tiles import SlideImageError, SlideImages, SlideUnreadable, TileNotFound
+from collab.slides.tiles import SlideImages, SlideUnreadable, TileNotFound
+from tests.conftest import make_settings, serving
 
 DZ = "{http://schemas.microsoft.com/deepzoom/2008}"
 W, H = 3000, 2200  # not multiples of 254, so the last column and row are narrower
@@ -152,53 +150,29 @@ async def test_open_slides_are_bounded_and_replaced_files_reopened(tmp_path, sli
         await images.dzi(slide_path)
 
 
-def test_wiring_from_the_module_docstring(slide_path):
-    """The Starlette snippet in collab/tiles.py's docstring, run for real."""
-    images = SlideImages()
-    slides = {"demo-tissue": slide_path}
-
-    def slide_file(slide_id):
-        return slides.get(slide_id)
-
-    async def slide_dzi(request):
-        path = slide_file(request.path_params["slide_id"])
-        if path is None:
-            return JSONResponse({"error": "no such slide"}, status_code=404)
-        try:
-            xml = await images.dzi(path)
-        except SlideImageError as e:
-            return JSONResponse({"error": str(e)}, status_code=e.http_status)
-        return Response(xml, media_type="application/xml")
-
-    async def slide_tile(request):
-        p = request.path_params
-        path = slide_file(p["slide_id"])
-        if path is None:
-            return JSONResponse({"error": "no such slide"}, status_code=404)
-        try:
-            jpeg = await images.tile(path, p["level"], p["col"], p["row"])
-        except SlideImageError as e:
-            return JSONResponse({"error": str(e)}, status_code=e.http_status)
-        return Response(
-            jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
-        )
-
-    app = Starlette(
-        routes=[
-            Route("/slides/{slide_id}.dzi", slide_dzi),
-            Route("/slides/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg", slide_tile),
-        ]
-    )
-    try:
-        with TestClient(app) as client:
-            r = client.get("/slides/demo-tissue.dzi")
+async def test_the_apps_tile_routes(slide_path, tmp_path):
+    """/slides/{id}.dzi and its tiles from a real server: Bearer or ?token=, JSON errors."""
+    async with serving(make_settings(tmp_path / "data", slide_dirs=(str(slide_path.parent),))) as live:
+        async with live.http("admin") as admin:
+            r = await admin.post("/api/slides", json={"id": "demo-tissue", "title": "Demo", "path": str(slide_path)})
+            assert r.status_code == 201, r.text
+            assert r.json()["width"] == W and r.json()["height"] == H  # probed from the file
+        async with live.http("viewer") as http:
+            r = await http.get("/slides/demo-tissue.dzi")
             assert r.status_code == 200 and r.headers["content-type"] == "application/xml"
             assert ET.fromstring(r.text).find(f"{DZ}Size").get("Width") == str(W)
-            r = client.get("/slides/demo-tissue_files/12/11_8.jpeg")
+            r = await http.get("/slides/demo-tissue_files/12/11_8.jpeg")
             assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
             assert Image.open(io.BytesIO(r.content)).size == (_span(W, 11), _span(H, 8))
-            r = client.get("/slides/demo-tissue_files/12/12_0.jpeg")
+            r = await http.get("/slides/demo-tissue_files/12/12_0.jpeg")
             assert r.status_code == 404 and "error" in r.json()
-            assert client.get("/slides/nope.dzi").status_code == 404
-    finally:
-        images.close()
+            assert (await http.get("/slides/nope.dzi")).status_code == 404
+        async with httpx.AsyncClient(base_url=live.base_url) as anonymous:
+            # OpenSeadragon carries the DZI's query string over to every tile URL.
+            token = live.token("viewer", slides=["demo-tissue"])
+            r = await anonymous.get(f"/slides/demo-tissue_files/0/0_0.jpeg?token={token}")
+            assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+            assert (await anonymous.get("/slides/demo-tissue.dzi")).status_code == 401
+            other = live.token("viewer", slides=["another-slide"])
+            r = await anonymous.get(f"/slides/demo-tissue.dzi?token={other}")
+            assert r.status_code == 403 and "error" in r.json()

@@ -42,6 +42,8 @@ class YClient:
         self.presence: dict[int, dict[str, Any]] = {}
         self.presence_clocks: dict[int, int] = {}
         self.received_frames = 0
+        # (arrival time, client id) of every awareness entry from another client.
+        self.presence_arrivals: list[tuple[float, int]] = []
         self.updates: list[bytes] = []  # payloads of the update messages received, in order
         self._applying_remote = False
         self._clock = 0
@@ -161,6 +163,7 @@ class YClient:
             for entry in decode_awareness_update(message.payload):
                 if entry.client_id == self.doc.client_id:
                     continue
+                self.presence_arrivals.append((time.monotonic(), entry.client_id))
                 if entry.clock < self.presence_clocks.get(entry.client_id, -1):
                     continue
                 self.presence_clocks[entry.client_id] = entry.clock

@@ -1,16 +1,25 @@
-"""HTTP for annotations (CONTRACT §4): query, stats, GeoJSON import, audit. Served from the room."""
+"""HTTP for annotations: query, stats, GeoJSON import, audit. Served from the room."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from collab.annotations.geojson import GeoJSONError, feature_collection, parse_feature_collection
+from collab.annotations.geojson import (
+    GeoJSONError,
+    feature_collection,
+    parse_feature_collection,
+    parse_features_piecewise,
+    writable_feature,
+)
+from collab.annotations.geometry import coordinates_depth_problem
 from collab.annotations.guard import AnnotationGuard
 from collab.errors import BadRequest, Forbidden
 from collab.gc_pause import paused_gc
@@ -22,9 +31,11 @@ from collab.settings import Settings
 from collab.slides.registry import SlideRegistry
 from collab.store import Store
 
+log = logging.getLogger(__name__)
+
 # Imports this large are checked in a worker thread.
 _THREAD_BYTES = 64 * 1024  # bodies larger than this are parsed and checked in a worker thread
-MAX_IMPORT_BYTES = 256 * 1024 * 1024
+_PIECEWISE_BYTES = 1024 * 1024  # ... and, past this, parsed one Feature at a time (the GIL)
 
 
 def _numbers(text: str | None, count: int, what: str) -> list[float] | None:
@@ -38,6 +49,24 @@ def _numbers(text: str | None, count: int, what: str) -> list[float] | None:
     if len(values) != count or not all(math.isfinite(v) for v in values):
         raise BadRequest(f"{what} must be {count} finite numbers separated by commas")
     return values
+
+
+def _encode_collection(collection: dict[str, Any], room: str) -> bytes:
+    try:
+        return orjson.dumps(collection)
+    except TypeError:  # orjson.JSONEncodeError: a value nested too deeply, say
+        pass
+    # One annotation that JSON cannot hold must not take the export of all the others down.
+    features = []
+    for feature in collection["features"]:
+        try:
+            orjson.dumps(feature)
+        except TypeError as exc:
+            log.warning("annotation %s holds a value JSON cannot write (%s): exported without it",
+                        feature["id"], exc, extra={"room": room, "annotation": feature["id"]})
+            feature = writable_feature(feature)
+        features.append(feature)
+    return orjson.dumps({**collection, "features": features})
 
 
 class AnnotationsApi:
@@ -86,7 +115,8 @@ class AnnotationsApi:
             records = [
                 (k, r) for k, r in catalog.records() if include_invalid or not catalog.is_invalid(k)
             ]
-        return JSONResponse(feature_collection(records))
+        return Response(_encode_collection(feature_collection(records), guard.room.key),
+                        media_type="application/json")
 
     async def stats(self, request: Request) -> Response:
         _, _, guard = await self._room(request)
@@ -98,16 +128,26 @@ class AnnotationsApi:
 
     async def import_annotations(self, request: Request) -> Response:
         principal, _, guard = await self._room(request, write=True)
-        raw = await read_body(request, MAX_IMPORT_BYTES)
+        raw = await read_body(request, self._settings.max_import_bytes)
 
         def parse_and_check() -> tuple[list[tuple[str, dict[str, Any]]], list[Any]]:
             # Off the event loop: a 10,000-feature import is ~1 s of parsing and Shapely.
             with paused_gc():  # millions of small lists and dicts, none of them cyclic
+                body = parse_features_piecewise(raw) if len(raw) > _PIECEWISE_BYTES else None
                 try:
-                    items = parse_feature_collection(parse_json(raw))
+                    items = parse_feature_collection(
+                        parse_json(raw) if body is None else body, max_depth=self._settings.max_json_depth
+                    )
                 except GeoJSONError as exc:
                     raise BadRequest(f"not importable GeoJSON: {exc}") from exc
-                return items, [guard.check(r) for _, r in items]
+                verdicts = [guard.check(r) for _, r in items]
+                for index, ((_key, record), verdict) in enumerate(zip(items, verdicts, strict=True)):
+                    # Invalid geometries are stored and shown, but not ones nested deeper than
+                    # their type: such values break whatever reads them back.
+                    problem = verdict.status == "invalid" and coordinates_depth_problem(record["geometry"])
+                    if problem:
+                        raise BadRequest(f"not importable GeoJSON: feature {index}: {problem}")
+                return items, verdicts
 
         if len(raw) > _THREAD_BYTES:
             items, verdicts = await asyncio.to_thread(parse_and_check)

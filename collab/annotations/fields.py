@@ -7,6 +7,7 @@ server's corrections can be tested without a document, a room or a socket.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +65,9 @@ def fingerprint_and_size(geometry: Any) -> tuple[bytes, int]:
     try:
         text = orjson.dumps(geometry, option=orjson.OPT_SORT_KEYS, default=repr)
     except (TypeError, orjson.JSONEncodeError, RecursionError):
-        text = repr(geometry).encode()
+        # Nested past orjson's limit (repr would recurse too): such a geometry is invalid
+        # whatever it holds; its type and size tell versions apart well enough.
+        text = b"unwritable:" + type(geometry).__name__.encode() + b":" + str(sys.getsizeof(geometry)).encode()
     return hashlib.blake2b(text, digest_size=16).digest(), len(text)
 
 

@@ -1,4 +1,4 @@
-"""QuPath-compatible GeoJSON <-> annotation records (CONTRACT §3 layout, §4 API).
+"""QuPath-compatible GeoJSON <-> annotation records (the slide document layout, the HTTP API).
 
 QuPath writes each object as a Feature: a UUID ``id`` (since v0.4), the ``geometry``, and
 ``properties`` holding ``objectType``, ``name``, ``classification`` (``{"name", "color"}``,
@@ -16,18 +16,24 @@ under ``extraProperties``.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
-from collab.annotations.geometry import closed_rings, describe_value
+import orjson
+
+from collab.annotations.geometry import closed_rings, describe_value, nesting_depth
 
 __all__ = [
+    "MAX_DEPTH",
     "GeoJSONError",
     "annotation_to_feature",
     "feature_collection",
     "feature_to_annotation",
     "parse_feature_collection",
+    "parse_features_piecewise",
+    "writable_feature",
 ]
 
 # Properties with a meaning here; everything else is carried through untouched.
@@ -49,6 +55,10 @@ _LEGACY_TYPE_IDS = {
     "PathRootObject",
 }
 _MAX_ID_LENGTH = 256
+# How deeply a feature's properties (and a geometry's members besides its coordinates) may
+# nest. QuPath writes 3 or 4 levels; orjson refuses to write past 254, and a stored value it
+# cannot write would break the export of the whole slide.
+MAX_DEPTH = 32
 
 
 class GeoJSONError(ValueError):
@@ -56,7 +66,7 @@ class GeoJSONError(ValueError):
 
 
 def parse_feature_collection(
-    body: object, *, new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+    body: object, *, new_id: Callable[[], str] = lambda: str(uuid.uuid4()), max_depth: int = MAX_DEPTH
 ) -> list[tuple[str, dict[str, Any]]]:
     """Validate a whole import body and convert it to ``(id, record)`` pairs, in order.
 
@@ -69,7 +79,7 @@ def parse_feature_collection(
     seen: dict[str, int] = {}
     for index, feature in enumerate(features):
         try:
-            key, record = feature_to_annotation(feature, new_id=new_id)
+            key, record = feature_to_annotation(feature, new_id=new_id, max_depth=max_depth)
         except GeoJSONError as exc:
             raise GeoJSONError(f"feature {index}: {exc}") from None
         if key in seen:
@@ -80,7 +90,7 @@ def parse_feature_collection(
 
 
 def feature_to_annotation(
-    feature: object, *, new_id: Callable[[], str] = lambda: str(uuid.uuid4())
+    feature: object, *, new_id: Callable[[], str] = lambda: str(uuid.uuid4()), max_depth: int = MAX_DEPTH
 ) -> tuple[str, dict[str, Any]]:
     """One Feature as ``(id, record)``; raises GeoJSONError if it is not one."""
     if not isinstance(feature, Mapping):
@@ -98,6 +108,12 @@ def feature_to_annotation(
         properties = {}
     if not isinstance(properties, Mapping):
         raise GeoJSONError(f'"properties" must be an object, not {describe_value(properties)}')
+    if nesting_depth(properties, max_depth) > max_depth:
+        raise GeoJSONError(f'"properties" nest deeper than {max_depth} levels')
+    # The coordinates' own depth is judged with the geometry (see the import route).
+    members = {k: v for k, v in geometry.items() if k != "coordinates"}
+    if nesting_depth(members, max_depth) > max_depth:
+        raise GeoJSONError(f'"geometry" nests deeper than {max_depth} levels')
     return key, _record(dict(geometry), properties)
 
 
@@ -130,6 +146,23 @@ def annotation_to_feature(key: str, record: Mapping[str, Any]) -> dict[str, Any]
     return {"type": "Feature", "id": key, "geometry": geometry, "properties": props}
 
 
+def writable_feature(feature: dict[str, Any]) -> dict[str, Any]:
+    """The feature without the members JSON cannot hold (a client may have stored a value
+    nested thousands deep): such a geometry becomes null, such a property is left out."""
+    def writable(value: Any) -> bool:
+        try:
+            orjson.dumps(value)
+        except (TypeError, orjson.JSONEncodeError):
+            return False
+        return True
+
+    out = dict(feature)
+    if not writable(out["geometry"]):
+        out["geometry"] = None
+    out["properties"] = {k: v for k, v in out["properties"].items() if writable(v)}
+    return out
+
+
 def feature_collection(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[str, Any]:
     """A FeatureCollection of ``(id, record)`` pairs, as QuPath imports it."""
     return {
@@ -139,6 +172,57 @@ def feature_collection(items: Iterable[tuple[str, Mapping[str, Any]]]) -> dict[s
 
 
 # --- import --------------------------------------------------------------------------------
+
+# Where a Feature object starts. Its quotes cannot occur unescaped inside a JSON string, so every
+# match is structural; one nested deeper than the features list makes a piece that does not parse.
+_FEATURE_START = re.compile(rb'\{\s*"type"\s*:\s*"Feature"\s*[,}]')
+_COLLECTION_HEAD = re.compile(rb'\s*(?:\{\s*"type"\s*:\s*"FeatureCollection"\s*,\s*"features"\s*:\s*)?\[\s*')
+_COLLECTION_TAIL = re.compile(rb'\s*\]\s*(?:\}\s*)?')
+
+
+def parse_features_piecewise(raw: bytes) -> Any | None:
+    """Parse a large FeatureCollection (or list of Features) one Feature at a time.
+
+    One ``orjson.loads`` of a 150 MB body holds the GIL for seconds, stalling the event loop
+    even from a worker thread; pieces of a few KB let it run in between. Answers exactly what
+    ``orjson.loads(raw)`` would, or None when the body is not in the plain form this expects
+    (other members, a piece that does not parse...): then parse it whole.
+    """
+    starts = [m.start() for m in _FEATURE_START.finditer(raw)]
+    if not starts:
+        return None
+    head = _COLLECTION_HEAD.fullmatch(raw, 0, starts[0])
+    if head is None:
+        return None
+    tail = None
+    for end in range(len(raw), starts[-1], -1):  # the closing "]" (and "}") after the last Feature
+        if raw[end - 1 : end] == b"]":
+            tail = _COLLECTION_TAIL.fullmatch(raw, end - 1)
+            break
+        if raw[end - 1 : end] not in (b"}", b" ", b"\n", b"\r", b"\t"):
+            return None
+    if tail is None:
+        return None
+    bounds = [*starts, tail.start()]
+    features = []
+    try:
+        for i in range(len(starts)):
+            piece = raw[bounds[i] : bounds[i + 1]].rstrip()
+            if i + 1 < len(starts):
+                if not piece.endswith(b","):
+                    return None
+                piece = piece[:-1]
+            feature = orjson.loads(piece)
+            if not isinstance(feature, dict):
+                return None
+            features.append(feature)
+    except orjson.JSONDecodeError:
+        return None
+    if head.group().lstrip().startswith(b"["):
+        return features if tail.group().strip() == b"]" else None
+    if b"".join(tail.group().split()) != b"]}":
+        return None
+    return {"type": "FeatureCollection", "features": features}
 
 
 def _features_of(body: object) -> list[Any]:

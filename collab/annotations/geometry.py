@@ -27,9 +27,11 @@ __all__ = [
     "GeometryVerdict",
     "check_geometry",
     "closed_rings",
+    "coordinates_depth_problem",
     "describe_value",
     "measure",
     "merge_measurements",
+    "nesting_depth",
     "to_geojson",
 ]
 
@@ -65,6 +67,12 @@ _DEPTH = {
     "Polygon": 2,
     "MultiPolygon": 3,
 }
+# Coordinates nested deeper than this are reported as such, not by the first odd position.
+_DEEP = 32
+# A polygon thinner than this (its mean width, in pixels) or a line shorter than this has
+# no size: see _degenerate_parts.
+_MIN_EXTENT = 1e-9
+_ZERO = {0: "no position", 1: "zero length", 2: "zero area"}
 # Members of a geometry object that describe its coordinates and so are rebuilt, not copied,
 # when a repaired geometry is written ("bbox" would be stale).
 _REBUILT_MEMBERS = ("type", "coordinates", "bbox")
@@ -105,8 +113,16 @@ def check_geometry(
         kind, parts, fixes = _parse(geom, max_vertices)
         _check_bounds(parts, width, height)
         shape = _build(kind, parts)
+        dimension = _DIMENSION[kind]
         if not shape.is_valid:
-            reason = _human_reason(shapely.is_valid_reason(shape))
+            with np.errstate(divide="ignore", invalid="ignore"):  # see _repair
+                reason = _human_reason(shapely.is_valid_reason(shape))
+        elif _degenerate_parts(shape, dimension).any():
+            # GEOS calls some zero-area rings valid (three nearly collinear corners).
+            reason = f"a part with {_ZERO[dimension]}"
+        else:
+            reason = None
+        if reason is not None:
             shape = _repair(shape, kind, reason)
             fixes.append(f"{reason}, made valid as {_describe(shape)}")
             count = shapely.get_num_coordinates(shape)
@@ -115,7 +131,7 @@ def check_geometry(
                     f"The repaired geometry has {count} vertices, over the limit of {max_vertices}."
                 )
     except _Invalid as exc:
-        return GeometryVerdict(status="invalid", problem=str(exc))
+        return GeometryVerdict(status="invalid", problem=coordinates_depth_problem(geom, _DEEP) or str(exc))
 
     measurements = measure(shape, mpp)
     if not fixes:
@@ -253,6 +269,41 @@ def _parse(geom: object, max_vertices: int) -> tuple[str, list[Any], list[str]]:
         return kind, _rings(coords, "coordinates", fixes), fixes
     polygons = [_rings(p, f"coordinates[{i}]", fixes) for i, p in enumerate(coords)]
     return kind, polygons, fixes
+
+
+def nesting_depth(value: object, limit: int) -> int:
+    """How deeply lists and objects nest in `value` (a scalar: 0, ``[1]``: 1), counting no
+    further than ``limit + 1``. Iterative: a value nested thousands deep (which a client may
+    send) would break any recursive walk, orjson's and repr's included."""
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Mapping):
+            children: Any = item.values()
+        elif _is_list(item):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def coordinates_depth_problem(geom: object, limit: int = 0) -> str | None:
+    """Why a geometry's coordinates nest deeper than its type has (and than `limit`), if they
+    do. Worth asking only of a geometry that failed the check: well-formed coordinates were
+    read into arrays of the right shape, and walking millions of numbers in Python is not free."""
+    kind = geom.get("type") if isinstance(geom, Mapping) else None
+    if not isinstance(kind, str) or kind not in _DEPTH:
+        return None
+    needed = _DEPTH[kind] + 1  # list levels down to the numbers
+    limit = max(limit, needed)
+    if nesting_depth(cast(Mapping[str, Any], geom).get("coordinates"), limit) > limit:
+        return f"The {kind}'s coordinates nest deeper than the {needed} levels of lists a {kind} has."
+    return None
 
 
 def _sequences(value: object, depth: int, where: str) -> list[Sequence[Any]]:
@@ -413,25 +464,34 @@ def _repair(shape: shapely.Geometry, kind: str, reason: str) -> shapely.Geometry
     dimension = _DIMENSION[kind]
     noun = {0: "point", 1: "line", 2: "polygon"}[dimension]
     try:
-        fixed = shapely.make_valid(shape, method="structure", keep_collapsed=False)
-        fixed = _keep_dimension(fixed, dimension)
-        if not fixed.is_empty and not fixed.is_valid:  # guard against GEOS corner cases
-            fixed = _keep_dimension(shapely.make_valid(fixed), dimension)
+        # Subnormal coordinates (1e-300) make GEOS divide by zero: numpy would warn, but the
+        # result is judged below like any other, so the warning would tell nobody anything.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fixed = shapely.make_valid(shape, method="structure", keep_collapsed=False)
+            fixed = _keep_dimension(fixed, dimension)
+            if not fixed.is_empty and not fixed.is_valid:  # guard against GEOS corner cases
+                fixed = _keep_dimension(shapely.make_valid(fixed), dimension)
     except GEOSException as exc:
         raise _Invalid(
             f"The {noun} is not valid ({reason}) and could not be repaired: {exc}."
         ) from None
     if fixed.is_empty:
-        what = "zero area" if dimension == 2 else "zero length"
-        raise _Invalid(f"The {noun} has {what} ({reason}): nothing of it is left once made valid.")
+        why = "" if reason.startswith("a part with") else f" ({reason})"
+        raise _Invalid(
+            f"The {noun} has {_ZERO[dimension]}{why}: nothing of it is left once made valid."
+        )
     if not fixed.is_valid:
         raise _Invalid(f"The {noun} is not valid ({reason}) and could not be repaired.")
     return fixed
 
 
 def _keep_dimension(shape: shapely.Geometry, dimension: int) -> shapely.Geometry:
+    """The parts of ``dimension`` that have a size: make_valid can leave a polygon of zero
+    area (a sliver whose corners round onto one line), which must not pass for a repair."""
     parts = [g for g in shapely.get_parts(shape) if shapely.get_dimensions(g) == dimension]
     parts = [p for q in parts for p in shapely.get_parts(q)]  # flatten Multi* parts
+    if parts:
+        parts = [p for p, bad in zip(parts, _degenerate_parts(parts, dimension), strict=True) if not bad]
     if dimension == 2:
         if len(parts) == 1:
             return parts[0]
@@ -443,6 +503,19 @@ def _keep_dimension(shape: shapely.Geometry, dimension: int) -> shapely.Geometry
             return parts[0]
         return shapely.multilinestrings(parts) if parts else shapely.LineString()
     return shapely.multipoints(parts) if parts else shapely.MultiPoint()
+
+
+def _degenerate_parts(shape: Any, dimension: int) -> np.ndarray:
+    """Which parts of ``shape`` (a geometry or a list of single parts) have no size: no
+    area for polygons, no length for lines. "No" allows for rounding: a part thinner or
+    shorter than _MIN_EXTENT pixels is a floating-point remnant, not something anyone drew."""
+    parts = shapely.get_parts(shape) if isinstance(shape, shapely.Geometry) else np.asarray(shape)
+    if dimension == 2:
+        # Mean width of a polygon: twice its area over its perimeter.
+        return 2 * shapely.area(parts) <= _MIN_EXTENT * shapely.length(parts)
+    if dimension == 1:
+        return shapely.length(parts) <= _MIN_EXTENT
+    return shapely.is_empty(parts)
 
 
 def _polygon_rings(polygon: shapely.Polygon) -> list[list[list[float]]]:

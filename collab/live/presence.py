@@ -1,9 +1,10 @@
 """Presence (awareness) of one room: who owns which client id, stamped identity, throttled relay.
 
 The server keeps the latest state of every client id and relays an entry only when its clock
-advances, at most `hz` times per second per client id (a token bucket with a small burst, so
-normal jitter is not delayed). A held-back state is sent when the next token is due, so the
-latest state always arrives; removals are sent at once.
+advances, at most `hz` times in any one-second window per client id (a sliding window, so
+normal jitter is not delayed while the window has room). A held-back state is sent as soon as
+the window has room, so the latest state always arrives; removals are sent at once.
+A state that is not a JSON object is malformed input: ProtocolError closes the connection.
 
 With several nodes, each relay is also offered to the other nodes (`publish`); their clients'
 states arrive already stamped and throttled (`apply_remote`) and are kept, marked with their
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from collab import metrics
+from collab.errors import ProtocolError
 from collab.live.protocol import (
     AwarenessEntry,
     AwarenessMessage,
@@ -29,7 +31,7 @@ from collab.live.protocol import (
     encode_awareness,
     encode_awareness_update,
 )
-from collab.live.ratelimit import TokenBucket
+from collab.live.ratelimit import SlidingWindow
 
 if TYPE_CHECKING:
     from collab.live.connection import Connection
@@ -45,7 +47,7 @@ class _ClientPresence:
     user_id: str
     clock: int
     state_json: str
-    bucket: TokenBucket | None = None
+    bucket: SlidingWindow | None = None  # None for another node's client
     node: str | None = None  # the other node, for its clients
     dirty: bool = False
     timer: asyncio.TimerHandle | None = field(default=None)
@@ -56,16 +58,14 @@ class Presence:
 
     def __init__(
         self,
-        broadcast: Callable[[bytes, Connection | None], None],
+        broadcast: Callable[[bytes, Connection | None], int],
         *,
         hz: float,
-        burst: float,
         publish: Callable[[bytes], None] | None = None,
     ) -> None:
-        self._broadcast = broadcast
+        self._broadcast = broadcast  # answers how many clients it sent the frame to
         self._publish = publish  # to the other nodes
         self._hz = hz
-        self._burst = burst
         self._clients: dict[int, _ClientPresence] = {}
         self._by_conn: dict[Connection, set[int]] = {}  # the client ids each connection introduced
         # Last clock seen per client id, kept after removal so late echoes cannot revive it.
@@ -89,6 +89,8 @@ class Presence:
                 entry.clock < known or (entry.clock == known and not (removal and current))
             ):
                 continue  # stale or an echo: nothing new
+            # Parsed before anything changes: a malformed state closes the connection.
+            state_json = None if removal else self._stamp(conn, client_id, entry.state_json)
             if current is not None and current.owner is not conn:
                 if current.user_id != conn.principal.user_id:
                     metrics.REFUSALS.labels(reason="foreign_awareness_id").inc()
@@ -101,18 +103,15 @@ class Presence:
                 # the old socket was gone, or on another node): the new connection takes it over.
                 self._forget_owner(client_id, current)
                 current.owner, current.node = conn, None
-                current.bucket = current.bucket or TokenBucket(self._hz, self._burst)
+                current.bucket = current.bucket or SlidingWindow(self._hz)
                 self._by_conn.setdefault(conn, set()).add(client_id)
             self._clocks[client_id] = entry.clock
-            if removal:
+            if state_json is None:
                 if current is not None:
                     self._remove(client_id)
                 continue
-            state_json = self._stamp(conn, entry.state_json)
-            if state_json is None:
-                continue
             if current is None:
-                bucket = TokenBucket(self._hz, self._burst)
+                bucket = SlidingWindow(self._hz)
                 current = _ClientPresence(conn, conn.principal.user_id, entry.clock, state_json, bucket)
                 self._clients[client_id] = current
                 self._by_conn.setdefault(conn, set()).add(client_id)
@@ -163,7 +162,7 @@ class Presence:
             user = _user_id(entry.state_json)
             self._clients[client_id] = _ClientPresence(None, user, entry.clock, entry.state_json, node=node)
         if changed:
-            self._broadcast(message, None)
+            metrics.AWARENESS_OUT.inc(self._broadcast(message, None))
 
     def drop_node(self, node: str) -> None:
         """A node stopped answering: its clients' states are removed for everyone here."""
@@ -172,7 +171,7 @@ class Presence:
             del self._clients[client_id]
         if gone:
             entries = [AwarenessEntry(cid, self._clocks.get(cid, 0), NULL_STATE) for cid in gone]
-            self._broadcast(encode_awareness(encode_awareness_update(entries)), None)
+            metrics.AWARENESS_OUT.inc(self._broadcast(encode_awareness(encode_awareness_update(entries)), None))
 
     def _forget_owner(self, client_id: int, current: _ClientPresence) -> None:
         if current.owner is not None:
@@ -186,16 +185,14 @@ class Presence:
                 c.timer.cancel()
         self._clients.clear()
 
-    def _stamp(self, conn: Connection, state_json: str) -> str | None:
+    def _stamp(self, conn: Connection, client_id: int, state_json: str) -> str:
         """Replace the client's `user` with the token's identity: presence cannot be forged."""
         try:
             state = orjson.loads(state_json)
         except orjson.JSONDecodeError:
-            metrics.REFUSALS.labels(reason="awareness_not_json").inc()
-            return None
+            raise ProtocolError(f"awareness state of client {client_id} is not JSON") from None
         if not isinstance(state, dict):
-            metrics.REFUSALS.labels(reason="awareness_not_object").inc()
-            return None
+            raise ProtocolError(f"awareness state of client {client_id} is not a JSON object or null")
         state["user"] = conn.presence_user
         return orjson.dumps(state).decode()
 
@@ -209,7 +206,7 @@ class Presence:
         self._forget_owner(client_id, current)
         clock = self._clocks.get(client_id, current.clock)
         message = encode_awareness(encode_awareness_update([AwarenessEntry(client_id, clock, NULL_STATE)]))
-        self._broadcast(message, current.owner)
+        metrics.AWARENESS_OUT.inc(self._broadcast(message, current.owner))
         if self._publish is not None and current.owner is not None:
             self._publish(message)
 
@@ -242,7 +239,7 @@ class Presence:
         current.dirty = False
         update = encode_awareness_update([AwarenessEntry(client_id, current.clock, current.state_json)])
         message = encode_awareness(update)
-        self._broadcast(message, current.owner)
+        metrics.AWARENESS_OUT.inc(self._broadcast(message, current.owner))
         if self._publish is not None:
             self._publish(message)
 

@@ -75,7 +75,7 @@ class Room:
         self.policy = policy
         self.connections: set[Connection] = set()
         self.presence = Presence(
-            self.broadcast, hz=settings.presence_hz, burst=settings.presence_burst,
+            self.broadcast, hz=settings.presence_hz,
             publish=lambda message: bus.publish_presence(self.name, message),
         )
         self._store = store
@@ -155,11 +155,12 @@ class Room:
         if update == EMPTY_UPDATE or self.failed:
             return
         principal = conn.principal
+        ranges = struct_ranges(update)  # malformed or too deeply nested: 1002 before pycrdt sees it
         refusal = self.policy.refuse_write(principal, update)
         reason = "read_only" if not principal.can_write else "policy"
         claims: dict[int, str] = {}
         if refusal is None:
-            refusal, claims = self._claim_client_ids(principal.user_id, update)
+            refusal, claims = self._claim_client_ids(principal.user_id, ranges)
             reason = "client_id"
         if refusal is not None:
             if changes_nothing(self.doc, update):
@@ -176,13 +177,15 @@ class Room:
         self.persist_and_relay(update, sender=conn)
         self.policy.after_apply(principal)
 
-    def _claim_client_ids(self, user_id: str, update: bytes) -> tuple[str | None, dict[int, str]]:
+    def _claim_client_ids(
+        self, user_id: str, ranges: dict[int, tuple[int, int]]
+    ) -> tuple[str | None, dict[int, str]]:
         """Which Yjs client ids `update` writes with that nobody owns yet (claimed by `user_id`),
         or why it is refused: it writes new structs under another user's client id. Structs the
         room already has may come back from anyone (a client restoring its offline copy)."""
         claims: dict[int, str] = {}
         foreign: dict[int, int] = {}
-        for client, (_first, end) in struct_ranges(update).items():
+        for client, (_first, end) in ranges.items():
             owner = self._client_owners.get(client)
             if owner is None:
                 claims[client] = user_id
@@ -334,8 +337,7 @@ class Room:
         self._full_state = None
         self.policy.after_remote_apply()
         message = encode_update(update)
-        self.broadcast(message, None)
-        metrics.UPDATES_OUT.inc(len(self.connections))
+        metrics.UPDATES_OUT.inc(self.broadcast(message, None))
 
     def caught_up(self, seq: int) -> None:
         """Everything up to `seq` was read from the store and applied."""
@@ -368,10 +370,14 @@ class Room:
     def on_node_gone(self, node: str) -> None:
         self.presence.drop_node(node)
 
-    def broadcast(self, message: bytes, exclude: Connection | None) -> None:
+    def broadcast(self, message: bytes, exclude: Connection | None) -> int:
+        """Send to every client but `exclude`; answer how many that was (for the metrics)."""
+        sent = 0
         for conn in self.connections:
             if conn is not exclude:
                 conn.send(message)
+                sent += 1
+        return sent
 
     def _after_commits(self, callback: Callable[[], None]) -> None:
         """Run `callback` once every update applied so far is committed."""

@@ -35,6 +35,9 @@ def struct_ranges(update: bytes) -> dict[int, tuple[int, int]]:
     pycrdt's `get_state(update)` cannot answer this: like Yjs's encodeStateVectorFromUpdate it
     only counts clients whose structs start at clock 0, and a live update starts where the
     client's previous one ended. So the struct headers are read here, skipping their contents.
+    It also reads the delete set, so that bytes it accepts are well-formed enough for pycrdt:
+    a count in the hundreds of millions costs Yrs a second before it fails, a value nested
+    100,000 deep overflows its stack; here both fail at once, as a ProtocolError.
     """
     reader = Reader(update)
     ranges: dict[int, tuple[int, int]] = {}
@@ -47,6 +50,7 @@ def struct_ranges(update: bytes) -> dict[int, tuple[int, int]]:
         if count:
             start, end = ranges.get(client, (first, clock))
             ranges[client] = (min(start, first), max(end, clock))
+    _read_delete_set(reader)
     return ranges
 
 
@@ -54,7 +58,11 @@ def struct_ranges(update: bytes) -> dict[int, tuple[int, int]]:
 # which of origin (0x80), right origin (0x40) and parent key (0x20) follow.
 _GC, _SKIP = 0, 10
 _XML_ELEMENT, _XML_HOOK = 3, 5  # type refs followed by a node name
-_MAX_ANY_DEPTH = 64
+# Values nested deeper than this are refused before pycrdt sees them: Yrs decodes them
+# recursively, and an array nested 100,000 deep overflows its stack (the process dies with
+# SIGSEGV; 20,000 applied but crashed when read back). Annotations need a handful of levels; a
+# deeper geometry that is still accepted is marked invalid by the geometry check.
+_MAX_ANY_DEPTH = 1024
 
 
 def _skip_struct(reader: Reader) -> int:
@@ -103,40 +111,44 @@ def _skip_content(reader: Reader, ref: int) -> int:
     if ref == 8:  # any values
         length = reader.var_uint()
         for _ in range(length):
-            _skip_any(reader, 0)
+            _skip_any(reader)
         return length
     if ref == 9:  # a subdocument
         reader.var_bytes()
-        _skip_any(reader, 0)
+        _skip_any(reader)
         return 1
     raise ProtocolError(f"unknown struct content {ref}")
 
 
-def _skip_any(reader: Reader, depth: int) -> None:
-    """Skip one lib0 `any` value."""
-    if depth > _MAX_ANY_DEPTH:
-        raise ProtocolError("value nested too deep")
-    kind = reader.byte()
-    if kind in (127, 126, 121, 120):  # undefined, null, false, true
-        return
-    if kind == 125:  # var-int
-        while reader.byte() & 0x80:
-            pass
-    elif kind == 124:
-        reader.skip(4)
-    elif kind in (123, 122):
-        reader.skip(8)
-    elif kind in (119, 116):  # string, bytes
-        reader.var_bytes()
-    elif kind == 118:  # object
-        for _ in range(reader.var_uint()):
+def _skip_any(reader: Reader) -> None:
+    """Skip one lib0 `any` value (iteratively: a deep value must not exhaust Python's stack)."""
+    levels = [[1, False]]  # per open array or object: values left to read, and whether keyed
+    while levels:
+        level = levels[-1]
+        if level[0] == 0:
+            levels.pop()
+            continue
+        level[0] -= 1
+        if level[1]:
+            reader.var_bytes()  # an object's key
+        kind = reader.byte()
+        if kind in (127, 126, 121, 120):  # undefined, null, false, true
+            continue
+        if kind == 125:  # var-int
+            while reader.byte() & 0x80:
+                pass
+        elif kind == 124:
+            reader.skip(4)
+        elif kind in (123, 122):
+            reader.skip(8)
+        elif kind in (119, 116):  # string, bytes
             reader.var_bytes()
-            _skip_any(reader, depth + 1)
-    elif kind == 117:  # array
-        for _ in range(reader.var_uint()):
-            _skip_any(reader, depth + 1)
-    else:
-        raise ProtocolError(f"unknown value type {kind}")
+        elif kind in (118, 117):  # object, array
+            if len(levels) > _MAX_ANY_DEPTH:
+                raise ProtocolError("value nested too deep")
+            levels.append([reader.var_uint(), kind == 118])
+        else:
+            raise ProtocolError(f"unknown value type {kind}")
 
 
 def changes_nothing(doc: Doc, update: bytes) -> bool:

@@ -1,7 +1,7 @@
 """WebSocket endpoints: authenticate before joining, then hand the socket to a Connection.
 
 Refusals are sent as close codes after accepting the handshake (a browser never sees the code
-of a refused upgrade) and before any document byte: 4401, 4403, 4404 (CONTRACT §2).
+of a refused upgrade) and before any document byte: 4401, 4403, 4404 (docs/reference.md, section 3).
 """
 
 from __future__ import annotations
@@ -91,7 +91,8 @@ class RoomEndpoint:
     def _admit(self, scope: Scope, doc_id: str) -> Principal:
         headers = scope.get("headers", [])
         origin = header(headers, b"origin")
-        if not origin_allowed(origin, header(headers, b"host"), self._settings.allowed_origins):
+        settings = self._settings
+        if not origin_allowed(origin, scope.get("server"), settings.allowed_origins, settings.base_url):
             raise Forbidden(f"origin {origin} is not allowed")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         if "ticket" in query:

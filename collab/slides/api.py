@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -12,19 +15,44 @@ from starlette.routing import Route
 
 from collab.errors import BadRequest, Forbidden, NotFound
 from collab.http import JSONResponse, RequestAuth, read_json
+from collab.settings import Settings
+from collab.slides.demo import DEMO_FILENAME
 from collab.slides.registry import SlideRegistry, public_slide, validate_slide
 from collab.slides.tiles import SlideImageError, SlideImages
 
 log = logging.getLogger(__name__)
 
+# One answer whether the file is missing, unreadable, not a slide or outside the slide
+# directories: the API must not tell an admin token which files exist on the server.
+UNUSABLE_PATH = "path must name a slide file the server can open in its slide directories"
+
+
+def confined_path(path: str, directories: Sequence[Path], also: Sequence[Path] = ()) -> str | None:
+    """The real path of `path` (relative: to the first directory) when it lies inside one of
+    `directories` or is one of the files `also`, with symlinks and `..` resolved before the check
+    (a link in a slide directory to /etc/passwd is outside); None otherwise."""
+    try:
+        real = Path(os.path.realpath(directories[0] / path))  # an absolute `path` replaces the base
+        for root in (Path(os.path.realpath(d)) for d in directories):
+            if real != root and real.is_relative_to(root):
+                return str(real)
+        if any(real == Path(os.path.realpath(f)) for f in also):
+            return str(real)
+    except (ValueError, OSError):  # a NUL byte, a loop of links...
+        return None
+    return None
+
 
 class SlidesApi:
     """Slides: list, register, and the tiles of the files the server opens itself."""
 
-    def __init__(self, auth: RequestAuth, slides: SlideRegistry, images: SlideImages) -> None:
+    def __init__(self, auth: RequestAuth, slides: SlideRegistry, images: SlideImages, settings: Settings) -> None:
         self._auth = auth
         self._slides = slides
         self._images = images
+        self._settings = settings
+        # The demo slide (collab serve --demo) is written by the server itself under --data.
+        self._also_allowed = (settings.data / DEMO_FILENAME,)
 
     async def list_slides(self, request: Request) -> Response:
         principal = self._auth.principal(request)
@@ -35,7 +63,7 @@ class SlidesApi:
         principal = self._auth.principal(request)
         if not principal.is_admin:
             raise Forbidden("only an admin may register slides")
-        record = validate_slide(await read_json(request, 1024 * 1024))
+        record = validate_slide(await read_json(request, self._settings.max_body_bytes))
         record = await self.complete_slide(record)
         existed = await self._slides.exists(record["id"])
         await self._slides.put(record)
@@ -46,10 +74,16 @@ class SlidesApi:
         """Fill width, height and mpp of a slide file the server opens itself."""
         if "path" not in record:
             return record
+        path = confined_path(record["path"], self._settings.slide_directories, self._also_allowed)
+        if path is None:
+            log.warning("refused a slide path outside the slide directories", extra={"path": record["path"]})
+            raise BadRequest(UNUSABLE_PATH)
         try:
-            probed = await asyncio.to_thread(self._images.probe, record["path"])
+            probed = await asyncio.to_thread(self._images.probe, path)
         except SlideImageError as exc:
-            raise BadRequest(f"cannot open slide file: {exc}") from exc
+            log.warning("refused a slide path: %s", exc, extra={"path": record["path"]})
+            raise BadRequest(UNUSABLE_PATH) from None
+        record["path"] = path
         for key in ("width", "height", "mpp"):
             record.setdefault(key, probed[key])
         if not record.get("mpp"):
@@ -62,7 +96,13 @@ class SlidesApi:
         record = await self._slides.get(slide_id)
         if not record.get("path"):
             raise NotFound(f"slide {slide_id!r} has no image served by this server")
-        return str(record["path"])
+        # Again at each read: the file may have been replaced by a link to elsewhere since, or
+        # registered before the slide directories were confined.
+        path = confined_path(str(record["path"]), self._settings.slide_directories, self._also_allowed)
+        if path is None:
+            log.warning("slide file outside the slide directories", extra={"slide": slide_id})
+            raise NotFound(f"slide {slide_id!r} has no image served by this server")
+        return path
 
     async def slide_dzi(self, request: Request) -> Response:
         xml = await self._images.dzi(await self._slide_file(request))  # SlideImageError: 4xx

@@ -18,10 +18,12 @@ imagecodecs package, and this keeps the dependency list as it is.
 from __future__ import annotations
 
 import io
+import logging
 import math
 import os
 import struct
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image
+
+log = logging.getLogger(__name__)
 
 DEMO_ID = "demo-tissue"
 DEMO_TITLE = "Demo tissue (synthetic H&E)"
@@ -70,18 +74,24 @@ def ensure_demo_slide(
     height: int = DEFAULT_HEIGHT,
     mpp: float = DEFAULT_MPP,
     seed: int = 7,
+    report: Callable[[str], None] | None = None,
 ) -> DemoSlide:
     """Return the demo slide under `data_dir`, generating the file only if needed.
 
     An existing file is reused when OpenSlide opens it as a pyramid of the requested size;
     otherwise it is (re)written to a temporary file and renamed into place, so a crash or a
     concurrent start never leaves a half-written slide behind. Takes a few seconds at the
-    default size: call it off the event loop.
+    default size (over ten on a slow machine): call it off the event loop. `report` gets one
+    line before generating and one after, with the time taken, so a first start is not silent.
     """
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / DEMO_FILENAME
     if not _usable(path, width, height):
+        say = report or (lambda line: None)
+        say(f"generating the demo slide ({width} x {height} px, once) in {path} ...")
+        log.info("generating the demo slide", extra={"path": str(path), "width": width, "height": height})
+        started = time.monotonic()
         fd, tmp = tempfile.mkstemp(prefix=f".{DEMO_FILENAME}.", suffix=".tmp", dir=data_dir)
         os.close(fd)
         try:
@@ -91,6 +101,9 @@ def ensure_demo_slide(
             Path(tmp).unlink(missing_ok=True)
         if not _usable(path, width, height):
             raise RuntimeError(f"OpenSlide cannot read the demo slide just written: {path}")
+        seconds = time.monotonic() - started
+        say(f"demo slide generated in {seconds:.1f} s")
+        log.info("demo slide generated in %.1f s", seconds, extra={"path": str(path)})
     return DemoSlide(DEMO_ID, DEMO_TITLE, width, height, mpp, path)
 
 

@@ -3,44 +3,9 @@
 `SlideImages` keeps a bounded LRU of open slides and runs every OpenSlide call and JPEG
 encode in its own worker threads, so the event loop never waits on the disk or the codec.
 Deep Zoom coordinates are the slide's level-0 pixels (``limit_bounds`` is off), the frame
-annotations are stored in. Wiring in collab/api.py::
-
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
-
-    from collab.slides.tiles import SlideImageError, SlideImages
-
-    images = SlideImages()  # one per app; images.close() at shutdown (lifespan)
-
-    async def slide_dzi(request):
-        path = slide_file(request.path_params["slide_id"])  # registry: record["path"] or None
-        if path is None:
-            return JSONResponse({"error": "no such slide"}, status_code=404)
-        try:
-            xml = await images.dzi(path)
-        except SlideImageError as e:  # TileNotFound: 404, SlideUnreadable: 400
-            return JSONResponse({"error": str(e)}, status_code=e.http_status)
-        return Response(xml, media_type="application/xml")
-
-    async def slide_tile(request):
-        p = request.path_params
-        path = slide_file(p["slide_id"])
-        if path is None:
-            return JSONResponse({"error": "no such slide"}, status_code=404)
-        try:
-            jpeg = await images.tile(path, p["level"], p["col"], p["row"])
-        except SlideImageError as e:
-            return JSONResponse({"error": str(e)}, status_code=e.http_status)
-        # Tiles change only if the slide is re-registered with another file: cache a while.
-        return Response(jpeg, media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=3600"})
-
-    routes = [
-        Route("/slides/{slide_id}.dzi", slide_dzi),
-        Route("/slides/{slide_id}_files/{level:int}/{col:int}_{row:int}.jpeg", slide_tile),
-    ]
-
-(Auth and Origin checks as for the other routes; tests/test_tiles.py runs this snippet.)
+annotations are stored in. The routes (``/slides/{id}.dzi`` and its tiles, with Bearer or
+``?token=``) are in collab/slides/api.py; `SlideImageError` subclasses carry their HTTP status
+(TileNotFound 404, SlideUnreadable 400), and tests/test_tiles.py drives them on a real server.
 
 At registration (``POST /api/slides`` with a ``path``), ``await asyncio.to_thread(
 images.probe, path)`` gives width, height and mpp, and raises `SlideUnreadable` (400) for a

@@ -1,4 +1,4 @@
-// HTTP API (CONTRACT §4): JSON with `Authorization: Bearer <token>`.
+// HTTP API (docs/reference.md, and the HTTP API table of README.md): JSON with `Authorization: Bearer <token>`.
 
 /** <prefix>/ where the app lives at <prefix>/app/. */
 export function apiRoot (loc = location) {
@@ -12,20 +12,29 @@ export class ApiError extends Error {
   }
 }
 
-export async function getJSON (path, token) {
+export const getJSON = (path, token) => requestJSON('GET', path, token)
+export const postJSON = (path, token, body) => requestJSON('POST', path, token, body)
+
+async function requestJSON (method, path, token, body) {
   let res
   try {
     res = await fetch(apiRoot() + path.replace(/^\//, ''), {
-      headers: { Accept: 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      method,
+      headers: {
+        Accept: 'application/json',
+        ...(token ? { Authorization: `Bearer ${token}` } : {}),
+        ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+      },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
       cache: 'no-store',
     })
   } catch (e) {
     throw new ApiError(0, 'The server cannot be reached.')
   }
-  let body = null
-  try { body = await res.json() } catch { body = null }
-  if (!res.ok) throw new ApiError(res.status, (body && body.error) || `${res.status} ${res.statusText}`)
-  return body
+  let answer = null
+  try { answer = await res.json() } catch { answer = null }
+  if (!res.ok) throw new ApiError(res.status, (answer && answer.error) || `${res.status} ${res.statusText}`)
+  return answer
 }
 
 export const listSlides = (token) => getJSON('api/slides', token)

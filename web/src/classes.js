@@ -11,8 +11,9 @@ export const CLASSES = [
   { name: 'Negative', color: [112, 112, 225] },
 ]
 
-// QuPath draws unclassified annotations in its default object color.
-export const UNCLASSIFIED_COLOR = [255, 0, 0]
+// Unclassified shapes get a neutral pale yellow, not QuPath's default red, which beside Tumor's
+// rgb(200,0,0) read as "tumor" at the board (only the client's drawing color: nothing is stored).
+export const UNCLASSIFIED_COLOR = [235, 225, 120]
 
 export function classByName (name) {
   return CLASSES.find((c) => c.name === name) || null

@@ -1,9 +1,13 @@
-// Presence on a room's awareness: publish my viewport/cursor, list participants, follow someone.
+// Presence on a room's awareness: publish my viewport, cursor (and any other field), list participants.
+// Used by the slide room (SlideView) and the session room (SessionPage) alike.
 import { Emitter, throttle } from './dom.js'
 
 const RATE_MS = 50 // ~20 Hz while moving; the final state is always sent
 
 const r1 = (v) => Math.round(v * 10) / 10
+
+/** A viewport as a comparable string ('' for none). */
+export const vpKey = (v) => (v ? `${v.x},${v.y},${v.width},${v.height},${v.rotation || 0}` : '')
 
 export class Presence extends Emitter {
   /**
@@ -11,15 +15,14 @@ export class Presence extends Emitter {
    * @param {import('y-protocols/awareness').Awareness} opts.awareness
    * @param {object} opts.me identity (id, name, site, role, color)
    * @param {() => object|null} opts.getViewport my viewport in slide px
-   * @param {(vp: object) => void} opts.applyViewport show someone else's viewport
+   * @param {object} [opts.fields] more fields of my state (the session room's `slide`)
+   * @param {(vp: object) => object} [opts.viewportFields] the fields a viewport is published with
    */
-  constructor ({ awareness, me, getViewport, applyViewport }) {
+  constructor ({ awareness, me, getViewport, fields = {}, viewportFields = (vp) => ({ viewport: vp }) }) {
     super()
     this.awareness = awareness
     this.me = me
     this.getViewport = getViewport
-    this.applyViewport = applyViewport
-    this.following = null
     this._sig = ''
     awareness.setLocalState({
       // The server replaces `user` with what the token says; this copy is for my own display.
@@ -27,25 +30,23 @@ export class Presence extends Emitter {
       viewport: null,
       cursor: null,
       following: null,
+      ...fields,
     })
     this.publishViewport = throttle(() => {
       const vp = this.getViewport()
-      if (vp) this.awareness.setLocalStateField('viewport', vp)
+      if (!vp) return
+      const cur = this.local
+      const fields = viewportFields(vp)
+      // Unchanged (same view, same slide): nothing to send.
+      if (vpKey(cur.viewport) === vpKey(vp) && Object.entries(fields).every(([k, v]) => k === 'viewport' || cur[k] === v)) return
+      this.set(fields)
+      this.emit('viewport-sent', vp)
     }, RATE_MS)
     this.publishCursor = throttle((c) => {
-      this.awareness.setLocalStateField('cursor', c ? { x: r1(c[0]), y: r1(c[1]) } : null)
+      this.set({ cursor: c ? { x: r1(c[0]), y: r1(c[1]) } : null })
     }, RATE_MS)
     this._onChange = ({ added, updated, removed }, origin) => {
       const changed = added.concat(updated, removed)
-      if (this.following != null) {
-        if (removed.includes(this.following)) {
-          const who = this._lastFollowedName || 'The participant'
-          this.unfollow()
-          this.emit('notice', `${who} left; you are no longer following.`)
-        } else if (changed.includes(this.following)) {
-          this._applyFollowed()
-        }
-      }
       const sig = this._signature()
       if (sig !== this._sig) {
         this._sig = sig
@@ -61,6 +62,15 @@ export class Presence extends Emitter {
     this.publishCursor.cancel()
     this.awareness.off('change', this._onChange)
   }
+
+  /** Sets fields of my state in one awareness update (only when something changes). */
+  set (fields) {
+    const cur = this.awareness.getLocalState() || {}
+    if (Object.entries(fields).every(([k, v]) => cur[k] === v)) return
+    this.awareness.setLocalState({ ...cur, ...fields })
+  }
+
+  get local () { return this.awareness.getLocalState() || {} }
 
   /** Flush the latest viewport now (end of a movement). */
   viewportSettled () {
@@ -103,34 +113,6 @@ export class Presence extends Emitter {
   nameOf (clientId) {
     const s = this.awareness.getStates().get(clientId)
     return (s && s.user && s.user.name) || null
-  }
-
-  follow (clientId) {
-    if (clientId === this.awareness.clientID) return
-    const s = this.awareness.getStates().get(clientId)
-    if (!s) return
-    this.following = clientId
-    this._lastFollowedName = (s.user && s.user.name) || null
-    this.awareness.setLocalStateField('following', clientId)
-    this._applyFollowed(true)
-    this.emit('follow', clientId)
-  }
-
-  unfollow () {
-    if (this.following == null) return
-    this.following = null
-    this.awareness.setLocalStateField('following', null)
-    this.emit('follow', null)
-  }
-
-  _applyFollowed (first = false) {
-    const s = this.awareness.getStates().get(this.following)
-    if (!s || !s.viewport) return
-    // Their cursor moves far more often than their view: act on view changes only.
-    const key = JSON.stringify(s.viewport)
-    if (!first && key === this._lastApplied) return
-    this._lastApplied = key
-    this.applyViewport(s.viewport, first)
   }
 }
 

@@ -4,12 +4,10 @@ import * as Y from 'yjs'
 import { WebsocketProvider, messageAuth } from 'y-websocket'
 import * as authProtocol from 'y-protocols/auth'
 import { Emitter } from './dom.js'
+import { ticketSocketClass } from './tickets.js'
+import { explain } from './errors.js'
 
-export const CLOSE_REASONS = {
-  4401: 'Your link is not valid or has expired. Ask for a new link.',
-  4403: 'Your link does not give access to this slide.',
-  4404: 'This slide or session does not exist (anymore) on the server.',
-}
+const isRefusal = (code) => code === 4401 || code === 4403 || code === 4404
 
 export function wsBase (loc = location) {
   // The app lives at <prefix>/app/; rooms at <prefix>/ws/...
@@ -23,7 +21,11 @@ export function wsBase (loc = location) {
  * 'closed' (the server refused us for good: see `closeReason`).
  */
 export class Room extends Emitter {
-  constructor ({ kind = 'slides', id, token, base = wsBase() }) {
+  /**
+   * @param {object} opts
+   * @param {import('./credentials.js').Credentials} opts.credentials read before every connection
+   */
+  constructor ({ kind = 'slides', id, credentials, base = wsBase() }) {
     super()
     this.kind = kind
     this.id = id
@@ -34,8 +36,10 @@ export class Room extends Emitter {
     this.pendingEdits = 0
     this.everSynced = false
     this.deniedCount = 0
+    this.credentials = credentials
     this.provider = new WebsocketProvider(`${base}/ws/${kind}`, id, this.doc, {
-      params: { token },
+      // No token in the URL: each (re)connection asks for a ticket just in time (tickets.js).
+      WebSocketPolyfill: ticketSocketClass(credentials),
       disableBc: true, // every tab speaks for its own token; the server is the only relay
       maxBackoffTime: 4000,
     })
@@ -51,7 +55,15 @@ export class Room extends Emitter {
     }
     provider.on('status', ({ status }) => {
       if (this.state === 'closed') return
-      if (status === 'connected') this._set('syncing')
+      if (status === 'connected') {
+        this._set('syncing')
+        // Re-announce my presence with a fresh clock: the server dropped my entry at its old
+        // clock when the connection closed, and (as every y-websocket peer does) ignores a
+        // re-send at that clock, so without this a reconnected user stays invisible until
+        // their next move or the 15 s renewal.
+        const local = this.awareness.getLocalState()
+        if (local !== null) this.awareness.setLocalState({ ...local })
+      }
       else if (status === 'disconnected' || status === 'connecting') {
         this._set(this.everSynced ? 'reconnecting' : 'connecting')
       }
@@ -64,16 +76,26 @@ export class Room extends Emitter {
         this.emit('synced')
       }
     })
+    const reasonFor = (code, reason) => {
+      const ctx = { what: kind === 'sessions' ? 'session' : 'slide', id, expired: isExpiredClaims(credentials) }
+      return isRefusal(code) ? explain(code, ctx).message : (reason || explain(code, ctx).message)
+    }
     provider.on('connection-close', (event) => {
-      if (event && CLOSE_REASONS[event.code]) {
+      if (event && isRefusal(event.code)) {
         this.closeCode = event.code
-        this.closeReason = CLOSE_REASONS[event.code]
+        this.closeReason = reasonFor(event.code)
       }
     })
     provider.on('closed', ({ code, reason }) => {
       this.closeCode = code
-      this.closeReason = CLOSE_REASONS[code] || reason || `The server closed the connection (${code}).`
+      this.closeReason = reasonFor(code, reason)
       this._set('closed')
+    })
+    // A renewed token: reconnect with it now (the server ends a connection whose token expires).
+    this._offCredentials = credentials.on('change', () => {
+      if (this.state === 'closed') return
+      provider.disconnect()
+      provider.connect()
     })
     this._onUpdate = (_update, origin) => {
       if (origin !== provider && !(provider.wsconnected && provider.synced)) {
@@ -93,8 +115,14 @@ export class Room extends Emitter {
   get connected () { return this.state === 'connected' }
 
   destroy () {
+    this._offCredentials()
     this.doc.off('update', this._onUpdate)
     this.provider.destroy()
     this.doc.destroy()
   }
+}
+
+function isExpiredClaims (credentials) {
+  const exp = credentials.expiresAt
+  return !!exp && exp <= Date.now()
 }

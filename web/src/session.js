@@ -1,5 +1,5 @@
 // A tumor-board session (/app/?session=<id>&token=<jwt>): the agenda, the presenter, and everyone
-// following them (CONTRACT §5).
+// following them (docs/reference.md, section 5).
 //
 // The session room (`/ws/sessions/{id}`) holds the agenda (`slides`, Y.Array of slide ids) and
 // `state` (Y.Map: `current` slide id, `presenter` user id); only the presenter writes it (a
@@ -9,36 +9,38 @@
 // the presenter's viewport (zoom and rotation included). The slide itself is an ordinary
 // SlideView (its own slide room for annotations), replaced when the slide changes.
 import { Room } from './room.js'
+import { Presence, vpKey } from './presence.js'
 import { SlideView } from './slideview.js'
 import { getSession, listSlides, sessionSummaryHTML, apiRoot, ApiError } from './api.js'
-import { Emitter, h, clear, throttle } from './dom.js'
+import { explain } from './errors.js'
+import { Emitter, h, clear } from './dom.js'
 
-const RATE_MS = 50 // session presence while moving (~20 Hz); the final state is always sent
 const LOG_MAX = 2000
 
-const SESSION_CLOSE = {
-  4401: 'Your link is not valid or has expired. Ask for a new link.',
-  4403: 'Your link does not give access to every slide of this session. Ask for a link that does.',
-  4404: 'This session does not exist (anymore) on the server.',
-}
+const PRESENTER_GRACE_MS = 15_000 // a presenter who dropped out is "reconnecting" this long, then "not connected"
+const STATE_VIEWPORT_MS = 1000 // the presenter's settled view is written to `state.viewport` at most this often
 
 const now = () => performance.timeOrigin + performance.now()
-const vpKey = (v) => (v ? `${v.x},${v.y},${v.width},${v.height},${v.rotation || 0}` : '')
 
 export class SessionPage extends Emitter {
   /**
    * @param {object} opts
    * @param {object} opts.layout createLayout(root) result
    * @param {string} opts.sessionId
-   * @param {string} opts.token
+   * @param {import('./credentials.js').Credentials} opts.credentials
    * @param {object} opts.me identity from the token (auth.js)
    */
-  constructor ({ layout, sessionId, token, me }) {
+  constructor ({ layout, sessionId, credentials, me }) {
     super()
     this.layout = layout
     this.id = sessionId
-    this.token = token
+    this.credentials = credentials
     this.me = me
+    // Names of everyone seen here (user id -> {name, site, color}), from presence (stamped by
+    // the server) and the session record: shown while someone, or the server, is away.
+    this.names = new Map()
+    this._presenterHere = false
+    this._presenterLeftAt = 0 // when the presenter's connection went away (for "reconnecting")
     this.toast = layout.toast
     this.record = null // GET /api/sessions/{id}
     this.slides = new Map() // slide id -> slide record (GET /api/slides)
@@ -52,6 +54,12 @@ export class SessionPage extends Emitter {
     this.log = { sent: [], received: [], applied: [] } // viewport keys with times (latency)
     this.closed = false
     this._buildDom()
+  }
+
+  get token () { return this.credentials.token }
+
+  _remember (user) {
+    if (user && typeof user.id === 'string' && user.name) this.names.set(user.id, { name: String(user.name), site: String(user.site || ''), color: user.color || null })
   }
 
   // ---- DOM ----------------------------------------------------------------------------------------
@@ -83,12 +91,14 @@ export class SessionPage extends Emitter {
     }, 'Follow presenter')
     this.el.summary = h('a.summary-link', {
       'data-testid': 'summary-link',
-      href: `${apiRoot()}api/sessions/${encodeURIComponent(this.id)}/summary?format=html`,
+      href: this.recordHref(),
       target: '_blank',
       rel: 'noopener',
-      title: 'Annotations made or changed during this session, per slide (printable)',
+      title: 'The board\'s record: what was shown, made or changed during this session, per slide (printable)',
       on: { click: (e) => { e.preventDefault(); this.openSummary() } },
-    }, 'Session summary (printable)')
+    }, 'Session record (printable)')
+    // A renewed token: the link carries the new one.
+    this.credentials.on('change', () => { this.el.summary.href = this.recordHref() })
     this.el.agenda = h('ol.agenda', { 'data-testid': 'agenda', 'aria-label': 'Agenda' })
     this.el.agendaCount = h('span.count')
     this.el.sidePanel = h('div.session-side', null,
@@ -111,18 +121,22 @@ export class SessionPage extends Emitter {
     const [rec, slides] = await Promise.allSettled([getSession(this.id, this.token), listSlides(this.token)])
     if (rec.status === 'fulfilled') {
       this.record = rec.value
+      if (this.record.created_by) this._remember({ id: this.record.created_by, name: this.record.created_by_name })
+      this.emit('verified')
     } else {
       const e = rec.reason
       if (e instanceof ApiError && (e.status === 401 || e.status === 403 || e.status === 404)) {
-        const title = e.status === 404 ? 'Session not found' : e.status === 401 ? 'Your link has expired' : 'No access'
-        const msg = e.status === 404 ? `There is no session "${this.id}".` : `${SESSION_CLOSE[e.status === 401 ? 4401 : 4403]} (${e.message})`
+        const x = explain(e.status, { what: 'session', id: this.id, expired: isPast(this.credentials.expiresAt) })
         this.closed = true
-        this.layout.fatal(title, msg, [{ label: 'Slide list', href: homeOf() }])
+        this.layout.fatal(x.title, x.message, e.status === 401 ? [] : [{ label: 'Slide list', href: homeOf() }])
         return
       }
       // The live room still has the agenda: go on without the record.
     }
-    if (slides.status === 'fulfilled') for (const s of slides.value) this.slides.set(s.id, s)
+    if (slides.status === 'fulfilled') {
+      for (const s of slides.value) this.slides.set(s.id, s)
+      this.emit('verified')
+    }
     if (this.record && this.record.title) {
       this.el.title.textContent = this.record.title
       document.title = `${this.record.title} · tumor board · collab`
@@ -133,25 +147,21 @@ export class SessionPage extends Emitter {
 
   _openRoom () {
     if (this.room) this._closeRoom()
-    const room = this.room = new Room({ kind: 'sessions', id: this.id, token: this.token })
+    const room = this.room = new Room({ kind: 'sessions', id: this.id, credentials: this.credentials })
     const doc = room.doc
     this.agendaArr = doc.getArray('slides')
     this.stateMap = doc.getMap('state')
     this.awareness = room.awareness
-    this.awareness.setLocalState({
-      // The server stamps `user` from the token; this copy is for my own display.
-      user: { id: this.me.id, name: this.me.name, site: this.me.site, role: this.me.role, color: this.me.color },
-      viewport: null,
-      cursor: null,
-      following: null,
-      slide: this.viewSlide,
+    // Same presence publishing as a slide room, plus the slide I look at, sent with my viewport.
+    const presence = this.presence = new Presence({
+      awareness: this.awareness,
+      me: this.me,
+      fields: { slide: this.viewSlide },
+      getViewport: () => (this.view && this.view.ready ? this.view.getViewport() : null),
+      viewportFields: (vp) => ({ slide: this.viewSlide, viewport: vp }),
     })
-    this._publishViewport = throttle(() => this._sendViewport(), RATE_MS)
-    this._publishCursor = throttle((p) => {
-      if (this.room !== room) return
-      this.awareness.setLocalStateField('cursor', p ? { x: Math.round(p[0] * 10) / 10, y: Math.round(p[1] * 10) / 10 } : null)
-    }, RATE_MS)
-    const offs = []
+    const offs = [() => presence.destroy()]
+    offs.push(presence.on('viewport-sent', (vp) => { if (this.isPresenter) this._logPush('sent', vpKey(vp)) }))
     const onDoc = () => this._reconcile()
     this.stateMap.observe(onDoc)
     this.agendaArr.observe(onDoc)
@@ -179,19 +189,21 @@ export class SessionPage extends Emitter {
 
   _closeRoom () {
     for (const off of this._roomOffs || []) { try { off() } catch {} }
-    this._publishViewport?.cancel()
-    this._publishCursor?.cancel()
     this.room.destroy()
     this.room = null
+    this.presence = null
     this._synced = false
   }
 
   _roomClosed () {
     const code = this.room.closeCode
     this.closed = true
-    const title = code === 4401 ? 'Your link has expired' : code === 4403 ? 'No access' : code === 4404 ? 'Session not found' : 'Disconnected'
-    this.layout.fatal(title, SESSION_CLOSE[code] || this.room.closeReason,
-      [{ label: 'Slide list', href: homeOf() }, { label: 'Try again', fn: () => location.reload() }])
+    const x = explain(code, { what: 'session', id: this.id, expired: isPast(this.credentials.expiresAt) })
+    if (code === 4403) x.message = 'Your link does not give access to every slide of this session. Ask for a link that does.'
+    // No "Try again" where the same link cannot succeed.
+    const actions = code === 4401 ? [] : [{ label: 'Slide list', href: homeOf() }]
+    if (!x.final) actions.push({ label: 'Try again', fn: () => location.reload() })
+    this.layout.fatal(x.title, code === 4401 || code === 4403 || code === 4404 ? x.message : this.room.closeReason || x.message, actions)
   }
 
   // ---- the session's shared state ---------------------------------------------------------------
@@ -238,7 +250,10 @@ export class SessionPage extends Emitter {
     if (pid === this.me.id) return { id: pid, name: this.me.name, site: this.me.site, color: this.me.color, connected: true, isMe: true }
     const p = this.presenterClient()
     if (p) return { id: pid, name: p.state.user.name, site: p.state.user.site, color: p.state.user.color, connected: true, clientId: p.clientId }
-    return { id: pid, name: pid, site: '', color: '#888', connected: false }
+    // Away (or the server is): the name we knew, and "reconnecting" for a while after they left.
+    const known = this.names.get(pid)
+    const reconnecting = !!this._presenterLeftAt && (Date.now() - this._presenterLeftAt < PRESENTER_GRACE_MS || !this.room || this.room.state !== 'connected')
+    return { id: pid, name: known ? known.name : 'The presenter', site: known ? known.site : '', color: (known && known.color) || '#888', connected: false, reconnecting }
   }
 
   /** The slide a follower should be on: the presenter's, from presence, else `state.current`. */
@@ -284,10 +299,22 @@ export class SessionPage extends Emitter {
     if (on) this._reconcile(true)
   }
 
+  /** The board's record: a stable address (the token in it, as in the page's own address). */
+  recordHref () {
+    return `${apiRoot()}api/sessions/${encodeURIComponent(this.id)}/record?format=html&tz=${encodeURIComponent(localZone())}&token=${encodeURIComponent(this.token)}`
+  }
+
   async openSummary () {
-    // A new window now (a popup opened after an await is blocked), filled when the HTML is here.
+    // A new window now (a popup opened after an await is blocked), given its address when known.
     const win = window.open('', '_blank')
     try {
+      const probe = await fetch(this.recordHref(), { method: 'HEAD', cache: 'no-store' }).catch(() => null)
+      if (probe && probe.status !== 404 && probe.status !== 405) {
+        if (win) win.location = this.recordHref()
+        else window.open(this.recordHref(), '_blank')
+        return
+      }
+      // A server without the record route: the older summary, fetched with the Bearer header.
       const html = await sessionSummaryHTML(this.id, this.token)
       const url = URL.createObjectURL(new Blob([html], { type: 'text/html' }))
       if (win) win.location = url
@@ -313,6 +340,7 @@ export class SessionPage extends Emitter {
       this.toast(`${this.presenterInfo()?.name || 'Someone'} is presenting now; you follow them.`)
     }
     this._wasPresenter = isPresenter
+    this._trackPresenter()
     let target
     if (isPresenter) target = this.current
     else if (this.following) target = this.presenterSlide()
@@ -325,6 +353,8 @@ export class SessionPage extends Emitter {
   }
 
   _onPresence (changed) {
+    for (const st of this.awareness.getStates().values()) if (st && st.user) this._remember(st.user)
+    this._trackPresenter()
     const p = this.presenterClient()
     if (p) {
       const key = `${p.state.slide}|${vpKey(p.state.viewport)}`
@@ -342,6 +372,19 @@ export class SessionPage extends Emitter {
       this._presenceSig = sig
       this._renderAll()
     }
+  }
+
+  /** Notes when the presenter's connection goes away: "reconnecting" for a while, then "not connected". */
+  _trackPresenter () {
+    const here = !!this.presenterClient()
+    if (this._presenterHere && !here) {
+      this._presenterLeftAt = Date.now()
+      clearTimeout(this._graceTimer)
+      this._graceTimer = setTimeout(() => this._renderAll(), PRESENTER_GRACE_MS + 100)
+    } else if (here) {
+      this._presenterLeftAt = 0
+    }
+    this._presenterHere = here
   }
 
   _presenceSignature () {
@@ -379,17 +422,19 @@ export class SessionPage extends Emitter {
     if (this.view) { this.view.destroy(); this.view = null }
     this.viewSlide = slideId
     this._appliedKey = null
-    this._publishViewport?.cancel()
-    if (this.awareness) {
+    if (this.presence) {
       // The slide and a cleared viewport in one state: a follower never applies the previous
       // slide's viewport to the new one.
-      this.awareness.setLocalState({ ...(this.awareness.getLocalState() || {}), slide: slideId, viewport: null, cursor: null })
+      this.presence.publishViewport.cancel()
+      this.presence.set({ slide: slideId, viewport: null, cursor: null })
     }
     const slide = this._slideRecord(slideId)
     const view = new SlideView(this.regions, {
       slide,
-      token: this.token,
+      credentials: this.credentials,
       me: this.me,
+      followButtons: false,
+      presenterId: () => this.presenterId,
       toast: this.toast,
       resync: () => this._mount(slideId, { viewport: view.getViewport(false) }),
       extraPointers: () => this._pointers(),
@@ -398,20 +443,38 @@ export class SessionPage extends Emitter {
     this.emit('view', view)
     view.on('ready', () => {
       if (this.view !== view) return
-      if (restore && restore.viewport) view.setViewport(restore.viewport, { immediately: true })
+      // A presenter coming back (reload) returns to where they were, and is only then published:
+      // followers see no jump to the whole slide.
+      const back = (restore && restore.viewport) || (this.isPresenter ? this._savedViewport(slideId) : null)
+      this._quiet = true
+      try {
+        if (back) view.setViewport(back, { immediately: true })
+      } finally {
+        this._quiet = false
+      }
       if (this.following && !this.isPresenter) this._applyPresenterViewport(true)
       this._sendViewport()
       this._renderAll()
     })
+    view.on('select', (annotationId) => {
+      // What the presenter points the board to: the server audits it as "shown".
+      if (this.view === view && annotationId && this.isPresenter && this.room) {
+        this.room.doc.transact(() => this.stateMap.set('focus', { slide: slideId, annotation: annotationId }))
+      }
+    })
     view.on('user-navigation', () => {
       if (this.view === view && this.following && !this.isPresenter) this.setFollowing(false)
     })
-    view.on('pointer', (p) => { if (this.view === view) this._publishCursor?.(p) })
+    view.on('pointer', (p) => { if (this.view === view) this.presence?.publishCursor(p) })
     view.on('closed', ({ code, reason }) => {
       this.toast(`This slide cannot be shown: ${reason || code}`, { level: 'error', sticky: true })
     })
-    const onMove = () => { if (this.view === view && view.ready) this._publishViewport() }
-    const onSettle = () => { if (this.view === view && view.ready) { this._publishViewport(); this._publishViewport.flush() } }
+    const onMove = () => { if (this.view === view && view.ready && !this._quiet) this.presence?.publishViewport() }
+    const onSettle = () => {
+      if (this.view !== view || !view.ready || this._quiet) return
+      this.presence?.viewportSettled()
+      if (this.isPresenter) this._saveViewport()
+    }
     view.viewer.addHandler('viewport-change', onMove)
     view.viewer.addHandler('animation-finish', onSettle)
     view.viewer.addHandler('resize', onSettle)
@@ -419,22 +482,43 @@ export class SessionPage extends Emitter {
   }
 
   _sendViewport () {
-    const view = this.view
-    if (!view || !view.ready || !this.awareness) return
-    const vp = view.getViewport()
+    this.presence?.viewportSettled()
+  }
+
+  /** Where the presenter was on this slide: this tab's memory, else the session's `state.viewport`. */
+  _savedViewport (slideId) {
+    try {
+      const v = JSON.parse(sessionStorage.getItem(this._viewportKey()) || 'null')
+      if (v && v.slide === slideId) return v
+    } catch {}
+    const v = this.stateMap && this.stateMap.get('viewport')
+    return v && typeof v === 'object' && v.slide === slideId ? v : null
+  }
+
+  _viewportKey () { return `collab:session:${this.id}:viewport` }
+
+  _saveViewport () {
+    const vp = this.view && this.view.getViewport()
     if (!vp) return
-    const cur = this.awareness.getLocalState() || {}
-    if (vpKey(cur.viewport) === vpKey(vp) && cur.slide === this.viewSlide) return
-    this.awareness.setLocalState({ ...cur, slide: this.viewSlide, viewport: vp })
-    if (this.isPresenter) this._logPush('sent', vpKey(vp))
+    const saved = { slide: this.viewSlide, ...vp }
+    try { sessionStorage.setItem(this._viewportKey(), JSON.stringify(saved)) } catch {}
+    // The shared copy (another device of the presenter) at most once a second, trailing.
+    clearTimeout(this._stateViewportTimer)
+    const wait = Math.max(0, (this._stateViewportAt || 0) + STATE_VIEWPORT_MS - Date.now())
+    this._stateViewportTimer = setTimeout(() => {
+      if (!this.room || !this.isPresenter || this.closed) return
+      this._stateViewportAt = Date.now()
+      const cur = this.stateMap.get('viewport')
+      if (vpKey(cur) === vpKey(saved) && cur && cur.slide === saved.slide) return
+      this.room.doc.transact(() => this.stateMap.set('viewport', saved))
+    }, wait)
   }
 
   _sendFollowing () {
-    if (!this.awareness) return
+    if (!this.presence) return
     const p = this.following && !this.isPresenter ? this.presenterClient() : null
     const value = p ? p.clientId : null
-    const cur = this.awareness.getLocalState() || {}
-    if (cur.following !== value) this.awareness.setLocalStateField('following', value)
+    this.presence.set({ following: value })
   }
 
   /** The presenter's pointer (from the session room) on the slide I am looking at. */
@@ -458,9 +542,12 @@ export class SessionPage extends Emitter {
     this._renderPresenter()
     this._renderAgenda()
     this._renderFollow()
+    // The slide's participants panel labels the current presenter: it changes with `state`.
+    if (this.view) this.view.panels.participants.render()
   }
 
   _renderConnection () {
+    if (this.room) this._renderAll() // "reconnecting" / "not connected" depend on it
     const el = this.el.sessionConn
     const state = this.room ? this.room.state : 'connecting'
     el.dataset.state = state
@@ -478,9 +565,9 @@ export class SessionPage extends Emitter {
       box.append(
         h('span.dot', { style: { background: p.color || '#888' } }),
         h('div.p-main', null,
-          h('div.p-name', { 'data-testid': 'presenter-name' }, p.name, p.isMe && h('span.muted', null, ' (you)')),
-          h('div.p-meta', null, h('span', { 'data-testid': 'presenter-site' }, p.site || '—'),
-            !p.connected && h('span.muted', null, ' · not connected'))))
+          h('div.p-name', { 'data-testid': 'presenter-name', title: p.name }, p.name, p.isMe && h('span.muted', null, ' (you)')),
+          h('div.p-meta', null, h('span', { 'data-testid': 'presenter-site', title: p.site || '' }, p.site || '—'),
+            !p.connected && h('span.muted', { 'data-testid': 'presenter-away' }, p.reconnecting ? ' · reconnecting…' : ' · not connected'))))
     }
     const canTake = this.me.canPresent && !this.isPresenter
     this.el.takeOver.hidden = !canTake
@@ -513,7 +600,7 @@ export class SessionPage extends Emitter {
         on: { click: () => this.goTo(id) },
       },
       h('span.agenda-n', null, String(i + 1)),
-      h('span.agenda-title', null, (rec && rec.title) || id),
+      h('span.agenda-title', { title: (rec && rec.title) || id }, (rec && rec.title) || id),
       isCurrent && h('span.agenda-flag', { title: 'The slide being presented' }, 'now'),
       !isCurrent && presenterOn === id && h('span.agenda-flag', null, 'presenter'),
       viewing && !isCurrent && h('span.agenda-flag.mine', null, 'you'))))
@@ -539,7 +626,9 @@ export class SessionPage extends Emitter {
     } else if (following && p) {
       badge.hidden = false
       badge.className = 'session-follow-badge viewer-ui'
-      badge.append(h('span', null, `Following ${p.name}${p.site ? ' · ' + p.site : ''}`))
+      const away = p.connected ? '' : p.reconnecting ? ' · reconnecting…' : ' · not connected'
+      const text = `Following ${p.name}${p.site ? ' · ' + p.site : ''}${away}`
+      badge.append(h('span', { title: text }, text))
     } else {
       badge.hidden = true
     }
@@ -572,6 +661,8 @@ export class SessionPage extends Emitter {
   }
 
   destroy () {
+    clearTimeout(this._graceTimer)
+    clearTimeout(this._stateViewportTimer)
     if (this.view) this.view.destroy()
     if (this.room) this._closeRoom()
   }
@@ -580,4 +671,10 @@ export class SessionPage extends Emitter {
 function homeOf () {
   const token = new URLSearchParams(location.search).get('token')
   return location.pathname + (token ? `?token=${encodeURIComponent(token)}` : '')
+}
+
+const isPast = (ms) => !!ms && ms <= Date.now()
+
+function localZone () {
+  try { return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC' } catch { return 'UTC' }
 }

@@ -70,6 +70,15 @@ export class Tools extends Emitter {
 
   _img (s) { return this.view.overlay.screenToImage(s[0], s[1]) }
 
+  /** A drawing point: clipped to the slide [0, width] x [0, height], since the server marks a
+   *  shape reaching past the slide's edge invalid. (Unknown size: left as is.) */
+  _drawAt (s) {
+    const p = this._img(s)
+    const { width, height } = this.view.slide
+    if (!(width > 0 && height > 0)) return p
+    return [Math.min(Math.max(p[0], 0), width), Math.min(Math.max(p[1], 0), height)]
+  }
+
   _claim (e) {
     e.stopPropagation()
     e.preventDefault()
@@ -101,8 +110,9 @@ export class Tools extends Emitter {
     }
     if (!this.view.canEdit) return
     this._claim(e)
+    const q = this._drawAt(s)
     if (tool === 'polygon') {
-      if (!this.draft) this.draft = { kind: 'polygon', points: [p], cursor: p }
+      if (!this.draft) this.draft = { kind: 'polygon', points: [q], cursor: q }
       else {
         const pts = this.draft.points
         const first = this.view.overlay.imageToScreen(pts[0][0], pts[0][1])
@@ -111,16 +121,16 @@ export class Tools extends Emitter {
           this.finishPolygon()
           return
         }
-        if (Math.hypot(last[0] - s[0], last[1] - s[1]) > 3) pts.push(p)
+        if (Math.hypot(last[0] - s[0], last[1] - s[1]) > 3) pts.push(q)
       }
       this.gesture = { kind: 'polygon-click', s0: s }
     } else if (tool === 'point') {
-      this.gesture = { kind: 'point', s0: s, p0: p }
+      this.gesture = { kind: 'point', s0: s, p0: q }
     } else if (tool === 'rectangle' || tool === 'line') {
-      this.draft = { kind: tool, points: [p, p] }
+      this.draft = { kind: tool, points: [q, q] }
       this.gesture = { kind: tool, s0: s }
     } else if (tool === 'freehand') {
-      this.draft = { kind: 'freehand', points: [p] }
+      this.draft = { kind: 'freehand', points: [q] }
       this.gesture = { kind: 'freehand', s0: s, last: s }
     }
     this.view.overlay.requestDraw()
@@ -131,7 +141,7 @@ export class Tools extends Emitter {
     this.view.pointerAt(s)
     const g = this.gesture
     if (this.draft && this.draft.kind === 'polygon') {
-      this.draft.cursor = this._img(s)
+      this.draft.cursor = this._drawAt(s)
       this.view.overlay.requestDraw()
     }
     if (!g || g.passive) {
@@ -145,10 +155,10 @@ export class Tools extends Emitter {
       g.moved = true
       this.moving = { id: g.id, dx: p[0] - g.p0[0], dy: p[1] - g.p0[1] }
     } else if (g.kind === 'rectangle' || g.kind === 'line') {
-      this.draft.points[1] = p
+      this.draft.points[1] = this._drawAt(s)
     } else if (g.kind === 'freehand') {
       if (Math.hypot(s[0] - g.last[0], s[1] - g.last[1]) >= 2) {
-        this.draft.points.push(p)
+        this.draft.points.push(this._drawAt(s))
         g.last = s
       }
     }
