@@ -14,9 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
+import httpx
 import pytest
 
+from collab.auth import TokenAuthenticator
 from collab.store.sqlite import SCHEMA_VERSION, SqliteStore
+from tests.conftest import make_settings, serving
 from tests.store_contract import *  # noqa: F403  (the contract's tests, collected here)
 from tests.store_contract import WAIT, StoreHarness
 
@@ -174,3 +177,15 @@ async def test_schema_v2_log_is_numbered_after_its_snapshot(tmp_path: Path) -> N
         assert await asyncio.gather(store.append("a", b"\x03"), store.append("b", b"\xb4")) == [4, 4]
     finally:
         await store.close()
+
+
+async def test_generated_secret_stays_a_file_under_data(tmp_path: Path) -> None:
+    """Without COLLAB_SECRET, a SQLite server keeps generating its secret in <data>/secret (0600)."""
+    settings = make_settings(tmp_path / "data").replace(secret=None)
+    async with serving(settings) as live:
+        path = tmp_path / "data" / "secret"
+        assert path.stat().st_mode & 0o777 == 0o600
+        token = TokenAuthenticator(path.read_text().strip()).mint(user="a", name="A", site="Roubaix", role="admin")
+        async with httpx.AsyncClient(base_url=live.base_url, timeout=30) as http:
+            r = await http.get("/api/slides", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text

@@ -32,6 +32,22 @@ class LoadedDocument:
     seq: int = 0  # the highest sequence number included (0: a room never written)
 
 
+def loaded_document(
+    snapshot: tuple[bytes, int] | None, log_rows: list[Any], owners: dict[int, str], after: int
+) -> LoadedDocument:
+    """A backend's read as a LoadedDocument: the snapshot (data, upto) if included, then the log's
+    (seq, data) rows; `after` is the number the read started from."""
+    updates = ([bytes(snapshot[0])] if snapshot is not None else []) + [bytes(r[1]) for r in log_rows]
+    return LoadedDocument(
+        updates,
+        len(log_rows),
+        sum(len(r[1]) for r in log_rows),
+        len(snapshot[0]) if snapshot is not None else 0,
+        owners,
+        log_rows[-1][0] if log_rows else after,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     room: str

@@ -21,8 +21,8 @@ import aiosqlite
 import orjson
 
 from collab.errors import StoreError
-from collab.store import AuditRecord, LoadedDocument
-from collab.store.writer import GroupCommitWriter, Op
+from collab.store import AuditRecord, LoadedDocument, loaded_document
+from collab.store.writer import GroupCommitWriter, Op, appends_by_room, number_appends, runs_of_kind
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ class SqliteStore:
         await db.execute("BEGIN IMMEDIATE")
         try:
             await _number_appends(db, ops)
-            for kind, run in _runs(ops):
+            for kind, run in runs_of_kind(ops):
                 await self._apply[kind](db, run, now)
             await db.commit()
         except BaseException:
@@ -274,21 +274,6 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         raise
 
 
-def loaded_document(
-    snapshot: tuple[bytes, int] | None, log_rows: list[Any], owners: dict[int, str], after: int
-) -> LoadedDocument:
-    """A LoadedDocument from a read: the snapshot (data, upto) if included, then (seq, data) rows."""
-    updates = ([bytes(snapshot[0])] if snapshot is not None else []) + [bytes(r[1]) for r in log_rows]
-    return LoadedDocument(
-        updates,
-        len(log_rows),
-        sum(len(r[1]) for r in log_rows),
-        len(snapshot[0]) if snapshot is not None else 0,
-        owners,
-        log_rows[-1][0] if log_rows else after,
-    )
-
-
 def _secret_file(data_dir: Path, generate: Callable[[], str]) -> str:
     """The secret kept (mode 0600) in `<data>/secret`, generated and written on first use."""
     path = data_dir / "secret"
@@ -318,21 +303,6 @@ async def _number_appends(db: aiosqlite.Connection, ops: list[Op]) -> None:
             row = await cur.fetchone()
         assert row is not None  # an upsert with RETURNING answers its row
         number_appends(appends, row[0])
-
-
-def appends_by_room(ops: list[Op]) -> list[tuple[str, list[Op]]]:
-    """The batch's appends grouped by room, rooms in sorted order (every backend takes its rooms'
-    counters in the same order, so two batches never wait on each other in a cycle)."""
-    rooms: dict[str, list[Op]] = {}
-    for op in ops:
-        if op.kind == "append":
-            rooms.setdefault(op.room, []).append(op)
-    return sorted(rooms.items())
-
-
-def number_appends(appends: list[Op], last: int) -> None:
-    for offset, op in enumerate(appends):
-        op.result = last - len(appends) + 1 + offset
 
 
 async def _append(db: aiosqlite.Connection, ops: list[Op], now: int) -> None:
@@ -385,14 +355,3 @@ async def _put_records(db: aiosqlite.Connection, ops: list[Op], now: int) -> Non
 def _audit_row(rec: AuditRecord) -> tuple[Any, ...]:
     detail = orjson.dumps(rec.detail) if rec.detail is not None else None
     return (rec.room, rec.at_ms, rec.user_id, rec.site, rec.action, rec.target, detail)
-
-
-def _runs(ops: list[Op]) -> list[tuple[str, list[Op]]]:
-    """Consecutive ops of one kind, so each run is one executemany while order is kept."""
-    runs: list[tuple[str, list[Op]]] = []
-    for op in ops:
-        if runs and runs[-1][0] == op.kind:
-            runs[-1][1].append(op)
-        else:
-            runs.append((op.kind, [op]))
-    return runs

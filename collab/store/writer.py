@@ -99,3 +99,33 @@ class GroupCommitWriter:
             for op in batch:
                 if not op.future.done():
                     op.future.set_result(op.result)
+
+
+# -- helpers every backend's batch uses -------------------------------------------------------
+
+
+def runs_of_kind(ops: list[Op]) -> list[tuple[str, list[Op]]]:
+    """Consecutive ops of one kind, so each run is one executemany while order is kept."""
+    runs: list[tuple[str, list[Op]]] = []
+    for op in ops:
+        if runs and runs[-1][0] == op.kind:
+            runs[-1][1].append(op)
+        else:
+            runs.append((op.kind, [op]))
+    return runs
+
+
+def appends_by_room(ops: list[Op]) -> list[tuple[str, list[Op]]]:
+    """The batch's appends grouped by room, rooms in sorted order (every batch takes its rooms'
+    counters in the same order, so two nodes' batches never wait on each other in a cycle)."""
+    rooms: dict[str, list[Op]] = {}
+    for op in ops:
+        if op.kind == "append":
+            rooms.setdefault(op.room, []).append(op)
+    return sorted(rooms.items())
+
+
+def number_appends(appends: list[Op], last: int) -> None:
+    """Number a room's appends of one batch, in submission order, ending at `last`."""
+    for offset, op in enumerate(appends):
+        op.result = last - len(appends) + 1 + offset
