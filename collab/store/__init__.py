@@ -131,10 +131,10 @@ def create_store(settings: Settings) -> Store:
     """Choose the backend from the database URL: SQLite under --data unless PostgreSQL is named.
     The store is not open yet: `await store.open()` (or use `open_store`)."""
     url = settings.database_url
-    if is_postgres_url(url):
+    if url is not None and is_postgres_url(url):
         from collab.store.postgres import PostgresStore
 
-        return PostgresStore(url)  # type: ignore[arg-type]  # not None: is_postgres_url
+        return PostgresStore(url)
     from collab.store.sqlite import SqliteStore
 
     if url and url.startswith("sqlite:///"):
@@ -145,8 +145,8 @@ def create_store(settings: Settings) -> Store:
     return SqliteStore(path, synchronous=settings.sqlite_synchronous, secret_dir=settings.data)
 
 
-def is_postgres_url(url: str | None) -> bool:
-    return bool(url) and url.startswith(("postgresql://", "postgres://"))  # type: ignore[union-attr]
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
 
 
 @contextlib.asynccontextmanager
