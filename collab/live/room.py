@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from pycrdt import Doc, merge_updates
 
@@ -83,7 +84,7 @@ class Room:
         # The highest sequence number of this room known committed: the loaded state's, then
         # each resolved append's. A compaction covers the log up to it.
         self.seq = seq
-        self._last_commit: asyncio.Future[object] | None = None
+        self._last_commit: asyncio.Future[Any] | None = None
         self._committed: list[tuple[bytes, Connection | None]] = []  # durable, not yet relayed
         self._full_state: bytes | None = None  # cached answer to an empty state vector
         # The user who first wrote with each Yjs client id (kept in the store). Another user's
