@@ -15,6 +15,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from pycrdt import Doc, merge_updates
 
@@ -66,6 +67,7 @@ class Room:
         log_bytes: int = 0,
         snapshot_bytes: int = 0,
         client_owners: dict[int, str] | None = None,
+        seq: int = 0,
     ) -> None:
         self.key = key
         self.name = str(key)  # in the store, logs and audit
@@ -79,7 +81,10 @@ class Room:
         self._log_entries = log_entries
         self._log_bytes = log_bytes
         self._snapshot_bytes = snapshot_bytes
-        self._last_commit: asyncio.Future[None] | None = None
+        # The highest sequence number of this room known committed: the loaded state's, then
+        # each resolved append's. A compaction covers the log up to it.
+        self.seq = seq
+        self._last_commit: asyncio.Future[Any] | None = None
         self._committed: list[tuple[bytes, Connection | None]] = []  # durable, not yet relayed
         self._full_state: bytes | None = None  # cached answer to an empty state vector
         # The user who first wrote with each Yjs client id (kept in the store). Another user's
@@ -264,10 +269,11 @@ class Room:
             return False
         return self._log_bytes * 2 >= self._snapshot_bytes
 
-    def _on_committed(self, update: bytes, sender: Connection | None, committed: asyncio.Future[None]) -> None:
+    def _on_committed(self, update: bytes, sender: Connection | None, committed: asyncio.Future[int]) -> None:
         if committed.cancelled() or committed.exception() is not None:
             self._fail("store commit failed")
             return
+        self.seq = max(self.seq, committed.result())
         self._committed.append((update, sender))
         if len(self._committed) == 1:
             # The other updates of the same group commit resolve in this loop turn; relay
@@ -322,7 +328,10 @@ class Room:
         """Fold the room's log into one snapshot (safe at any crash point: one transaction)."""
         snapshot = self.doc.get_update()
         self._snapshot_bytes = len(snapshot)
-        self._last_commit = self._store.compact(self.name, snapshot)
+        # The snapshot covers the log up to `self.seq`. An update whose append has not resolved
+        # yet is in the snapshot AND stays in the log (its number is above `upto`): harmless,
+        # Yjs updates are idempotent.
+        self._last_commit = self._store.compact(self.name, snapshot, self.seq)
         self._log_entries = 0
         self._log_bytes = 0
         metrics.COMPACTIONS.inc()

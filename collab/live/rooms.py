@@ -107,6 +107,7 @@ class RoomManager:
             log_bytes=loaded.log_bytes,
             snapshot_bytes=loaded.snapshot_bytes,
             client_owners=loaded.client_owners,
+            seq=loaded.seq,
         )
         await room.policy.attach(room)
         self._rooms[key] = room
