@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collab.auth import Role, TokenAuthenticator, load_secret
+from collab.auth import Role, TokenAuthenticator, load_secret, signing_secret
 from collab.errors import SecretNotFound
 from collab.settings import Settings
 
@@ -40,6 +40,7 @@ def _token_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     p.add_argument("--slides", default="*", help='comma list of slide ids, or "*" (default)')
     p.add_argument("--ttl", type=float, help="seconds until it expires (default COLLAB_LINK_TTL, 4 h)")
     p.add_argument("--data", type=Path, help="the server's data directory, holding its secret (default ./data)")
+    p.add_argument("--database-url", help="the server's postgresql://... (COLLAB_DATABASE_URL), which keeps its secret")
 
 
 def _session_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -59,6 +60,7 @@ def _session_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                         help="read-only trainee links, one identity each (default 2)")
     create.add_argument("--ttl", type=float, help="link lifetime in seconds (default COLLAB_LINK_TTL, 4 h)")
     create.add_argument("--data", type=Path, help="data directory of the server")
+    create.add_argument("--database-url", help="the server's postgresql://... (COLLAB_DATABASE_URL)")
     create.add_argument("--public-url", help="base URL of the printed links")
 
 
@@ -109,13 +111,15 @@ async def _session_create(args: argparse.Namespace) -> int:
     from collab.slides.registry import SlideRegistry
     from collab.store import open_store
 
-    settings = Settings.from_env(os.environ, data=args.data, public_url=args.public_url)
-    auth = TokenAuthenticator(load_secret(settings.secret, settings.data))
+    settings = Settings.from_env(os.environ, data=args.data, public_url=args.public_url,
+                                 database_url=args.database_url)
     slides = [s for s in args.slides.split(",") if s]
-    presenter = auth.authenticate(
-        auth.mint(user=args.user, name=args.name, site=args.site, role="presenter", slides=slides, ttl=60)
-    )
+    # The server's secret, found before anything is opened: a wrong --data creates nothing.
+    auth = TokenAuthenticator(settings.secret or await _stored_secret(settings))
     async with open_store(settings) as store:
+        presenter = auth.authenticate(
+            auth.mint(user=args.user, name=args.name, site=args.site, role="presenter", slides=slides, ttl=60)
+        )
         try:
             record, initial = await SessionRegistry(store, SlideRegistry(store)).create(
                 presenter, {"title": args.title, "slides": slides}
@@ -149,12 +153,23 @@ def session_people(args: argparse.Namespace) -> list[tuple[str, str, str, str, s
 
 
 def _token(args: argparse.Namespace) -> int:
-    settings = Settings.from_env(os.environ, data=args.data)
-    auth = TokenAuthenticator(load_secret(settings.secret, settings.data))
+    settings = Settings.from_env(os.environ, data=args.data, database_url=args.database_url)
+    auth = TokenAuthenticator(settings.secret or asyncio.run(_stored_secret(settings)))
     slides: Any = "*" if args.slides.strip() == "*" else [s for s in args.slides.split(",") if s]
     ttl = args.ttl or settings.link_ttl
     print(auth.mint(user=args.user, name=args.name, site=args.site, role=args.role, slides=slides, ttl=ttl))
     return 0
+
+
+async def _stored_secret(settings: Settings) -> str:
+    """The generated secret the server uses: a file under --data (SQLite: read without opening
+    the store, so a wrong --data creates nothing) or the database's (PostgreSQL)."""
+    from collab.store import is_postgres_url, open_store
+
+    if not is_postgres_url(settings.database_url or ""):
+        return load_secret(None, settings.data)
+    async with open_store(settings) as store:
+        return await signing_secret(None, store)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -23,8 +23,8 @@ from collab import metrics
 from collab.annotations.api import AnnotationsApi
 from collab.annotations.catalog import AnnotationCatalog
 from collab.annotations.guard import AnnotationGuard
-from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
-from collab.errors import CollabError, Forbidden
+from collab.auth import Principal, TokenAuthenticator, signing_secret
+from collab.errors import CollabError, Forbidden, StoreError
 from collab.http import JSONResponse, OriginCheck, RequestAuth, error_response
 from collab.live.bus import Bus, LocalBus
 from collab.live.keys import SESSION, SLIDE, RoomKey
@@ -47,6 +47,7 @@ from collab.tokens import TokensApi
 log = logging.getLogger(__name__)
 
 STATIC_APP = Path(__file__).parent / "static" / "app"
+HEALTH_TIMEOUT = 2.0  # seconds /healthz waits for the database before answering 503
 
 
 class Collab:
@@ -57,7 +58,8 @@ class Collab:
             # Nodes share their rooms' entries through the store; Redis only carries messages.
             raise ValueError("COLLAB_REDIS_URL needs COLLAB_DATABASE_URL=postgresql://... (every node's store)")
         self.settings = settings
-        self.authenticator = TokenAuthenticator(load_or_create_secret(settings.secret, settings.data))
+        # COLLAB_SECRET wins; a generated secret is read from the store once it is open (lifespan).
+        self.authenticator = TokenAuthenticator(settings.secret)
         self.store = create_store(settings)  # opened by the app's lifespan
         self.bus: Bus = RedisBus(settings.redis_url) if settings.redis_url else LocalBus()
         self.rooms = RoomManager(self.store, self.bus, settings, self.policy_for)
@@ -158,6 +160,26 @@ class Collab:
                 extra={"sockets": sockets, "rooms": rooms, "writes": writes},
             )
 
+    async def open(self) -> None:
+        """Open the store, then load the signing secret it keeps unless COLLAB_SECRET is set."""
+        await self.store.open()
+        if self.settings.secret is None:
+            try:
+                self.authenticator.set_secret(await signing_secret(None, self.store, create=True))
+            except BaseException:
+                await self.store.close()
+                raise
+
+    async def healthz(self, request: Request) -> Response:
+        """200 while serving and the database answers; 503 (degraded) while it does not."""
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT):
+                await self.store.ping()
+        except (StoreError, TimeoutError) as exc:
+            why = str(exc) or f"the database did not answer within {HEALTH_TIMEOUT:g} s"
+            return JSONResponse({"status": "degraded", "store": why}, status_code=503)
+        return JSONResponse({"status": "ok", "store": "ok"})
+
     def routes(self) -> list[Route | Mount | WebSocketRoute]:
         common: dict[str, Any] = {
             "rooms": self.rooms,
@@ -169,7 +191,7 @@ class Collab:
         }
         routes: list[Route | Mount | WebSocketRoute] = [
             Route("/", lambda request: RedirectResponse("/app/"), methods=["GET"]),
-            Route("/healthz", healthz, methods=["GET"]),
+            Route("/healthz", self.healthz, methods=["GET"]),
             Route("/metrics", metrics_text, methods=["GET"]),
             *self.slides_api.routes(),
             *self.annotations_api.routes(),
@@ -192,10 +214,6 @@ class Collab:
 def _print(line: str) -> None:
     """Console lines for whoever started the server (the demo's progress and links)."""
     print(line, flush=True)
-
-
-async def healthz(request: Request) -> Response:
-    return JSONResponse({"status": "ok"})
 
 
 async def metrics_text(request: Request) -> Response:
@@ -226,7 +244,7 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await collab.store.open()
+        await collab.open()
         await collab.bus.start()
         poller = None
         if isinstance(collab.bus, RedisBus):  # several nodes: rooms also compare with the store

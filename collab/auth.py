@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from collab.errors import Forbidden, SecretNotFound, Unauthorized
+
+if TYPE_CHECKING:
+    from collab.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +88,27 @@ class Principal:
 
 
 class TokenAuthenticator:
-    """Verifies and mints tokens with one HS256 secret."""
+    """Verifies and mints tokens with one HS256 secret.
 
-    def __init__(self, secret: str) -> None:
+    The secret may come later (`set_secret`): a generated one is read from the store, which the
+    app opens in its lifespan, before it serves any request.
+    """
+
+    def __init__(self, secret: str | None) -> None:
+        self._secret_value: str | None = None
+        if secret is not None:
+            self.set_secret(secret)
+
+    def set_secret(self, secret: str) -> None:
         if not secret:
             raise ValueError("an empty signing secret is not allowed")
-        self._secret = secret
+        self._secret_value = secret
+
+    @property
+    def _secret(self) -> str:
+        if self._secret_value is None:
+            raise RuntimeError("the signing secret is not loaded yet (the store is not open)")
+        return self._secret_value
 
     def authenticate(self, token: str | None) -> Principal:
         if not token:
@@ -199,18 +216,14 @@ def load_secret(configured: str | None, data_dir: Path) -> str:
         ) from None
 
 
-def load_or_create_secret(configured: str | None, data_dir: Path) -> str:
-    """The configured secret, or one generated once and kept (mode 0600) under the data dir.
-    Only the server (`collab serve`) may create it."""
-    try:
-        return load_secret(configured, data_dir)
-    except SecretNotFound:
-        pass
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "secret"
-    secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secret + "\n")
-    log.warning("COLLAB_SECRET is not set: generated a signing secret and stored it in %s", path)
-    return secret
+def generate_secret() -> str:
+    return secrets.token_urlsafe(48)
+
+
+async def signing_secret(configured: str | None, store: Store, *, create: bool = False) -> str:
+    """COLLAB_SECRET when set; otherwise the one the store keeps: a file under --data with
+    SQLite, a row every node shares with PostgreSQL. Only the server creates it (`create=True`):
+    a secret a command made up would sign tokens the running server rejects (SecretNotFound)."""
+    if configured:
+        return configured
+    return await store.secret(generate_secret if create else None)

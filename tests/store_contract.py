@@ -29,15 +29,22 @@ __all__ = [
     "Gate",
     "StoreHarness",
     "test_append_then_load_in_order",
+    "test_appends_are_numbered_per_room_in_commit_order",
     "test_audit_and_list_audit",
+    "test_latest_seqs_names_each_rooms_highest_number",
     "test_claim_clients_first_claim_wins",
     "test_closed_store_refuses_writes_and_reads",
+    "test_compact_deletes_exactly_what_upto_covers_and_never_goes_back",
     "test_compact_in_the_same_batch_as_appends",
     "test_compact_while_appends_continue",
+    "test_compaction_racing_appends_from_another_instance_loses_nothing",
     "test_failing_commit_fails_its_whole_batch_and_the_next_works",
     "test_kill9_keeps_every_acknowledged_write_in_order",
     "test_load_during_a_commit_sees_only_committed_data",
+    "test_read_since",
     "test_records_put_get_list",
+    "test_secret_is_generated_once_and_kept",
+    "test_two_instances_number_one_room_contiguously",
 ]
 
 WAIT = 15.0  # seconds any condition below may take on a slow, shared machine
@@ -46,11 +53,11 @@ WAIT = 15.0  # seconds any condition below may take on a slow, shared machine
 class Gate(Protocol):
     """A write held inside its open transaction until released."""
 
-    def reached(self, timeout: float) -> bool:
-        """Block (in a thread) until the held write started; False after `timeout`."""
+    async def reached(self, timeout: float) -> bool:
+        """Wait until the held write started; False after `timeout`."""
         ...
 
-    def release(self) -> None: ...
+    async def release(self) -> None: ...
 
 
 class StoreHarness(Protocol):
@@ -69,6 +76,11 @@ class StoreHarness(Protocol):
 
     async def hold_writes_of(self, data: bytes) -> Gate:
         """From now on, a batch that writes `data` stops, transaction open, until released."""
+        ...
+
+    async def another_store(self) -> Store | None:
+        """A second open store on the same database (another node), closed by the caller; None
+        for a backend that serves one process (the tests that need it are skipped)."""
         ...
 
 
@@ -93,8 +105,22 @@ def content(loaded: LoadedDocument) -> list[int]:
     return [int(v) for v in doc.get("log", type=Array).to_py()]
 
 
-async def in_thread_until(condition: Callable[[float], bool]) -> None:
-    assert await asyncio.to_thread(condition, WAIT), "the held write never started"
+async def until_held(gate: Gate) -> None:
+    assert await gate.reached(WAIT), "the held write never started"
+
+
+async def another_store(harness: StoreHarness) -> Store:
+    other = await harness.another_store()
+    if other is None:
+        pytest.skip("this backend serves one process: no second instance on the same database")
+    return other
+
+
+def doc_of(loaded: LoadedDocument) -> Doc:
+    doc = Doc()
+    for update in loaded.updates:
+        doc.apply_update(update)
+    return doc
 
 
 # -- appends and compaction --------------------------------------------------------------------
@@ -121,7 +147,7 @@ async def test_compact_in_the_same_batch_as_appends(harness: StoreHarness) -> No
     await asyncio.gather(*(store.append("r", u) for u in updates[:10]))
     # One loop turn, so one batch: appends, the compaction covering them, later appends.
     futures = [store.append("r", u) for u in updates[10:15]]
-    futures.append(store.compact("r", snapshots[14]))
+    futures.append(store.compact("r", snapshots[14], 15))
     futures += [store.append("r", u) for u in updates[15:]]
     await asyncio.gather(*futures)
     loaded = await store.load("r")
@@ -136,20 +162,169 @@ async def test_compact_while_appends_continue(harness: StoreHarness) -> None:
     updates, snapshots = yjs_updates(12)
     await asyncio.gather(*(store.append("r", u) for u in updates[:10]))
     gate = await harness.hold_writes_of(snapshots[9])
-    compacted = store.compact("r", snapshots[9])
-    await in_thread_until(gate.reached)
+    compacted = store.compact("r", snapshots[9], 10)
+    await until_held(gate)
     later = [store.append("r", u) for u in updates[10:]]
     try:
         assert content(await store.load("r")) == list(range(10))  # the held compaction is invisible
         assert (await store.load("r")).snapshot_bytes == 0
     finally:
-        gate.release()
+        await gate.release()
     await asyncio.gather(compacted, *later)
     loaded = await store.load("r")
     assert loaded.updates == [snapshots[9], *updates[10:]]
     assert content(loaded) == list(range(12))
     await harness.reopen()
     assert (await harness.store.load("r")).updates == [snapshots[9], *updates[10:]]
+
+
+# -- sequence numbers ----------------------------------------------------------------------------
+
+
+async def test_appends_are_numbered_per_room_in_commit_order(harness: StoreHarness) -> None:
+    store = harness.store
+    updates, _ = yjs_updates(40)
+    assert (await store.load("r")).seq == 0  # a new room
+    together = await asyncio.gather(*(store.append("r", u) for u in updates[:20]))  # one batch
+    assert together == list(range(1, 21))
+    # Two rooms in one batch: each counts its own.
+    mixed = await asyncio.gather(store.append("other", b"\x00\x00"), store.append("r", updates[20]),
+                                 store.append("other", b"\x00\x00"))
+    assert mixed == [1, 21, 2]
+    for n, u in enumerate(updates[21:], start=22):
+        assert await store.append("r", u) == n  # one commit each
+    loaded = await store.load("r")
+    assert (loaded.seq, loaded.log_entries) == (40, 40)
+    await harness.reopen()
+    assert await harness.store.append("r", updates[0]) == 41  # the counter outlives a restart
+
+
+async def test_read_since(harness: StoreHarness) -> None:
+    store = harness.store
+    updates, snapshots = yjs_updates(10)
+    await asyncio.gather(*(store.append("r", u) for u in updates))  # numbers 1..10
+    since = await store.read_since("r", 4)
+    assert (since.updates, since.seq, since.log_entries, since.snapshot_bytes) == (updates[4:], 10, 6, 0)
+    await store.compact("r", snapshots[5], 6)  # folds numbers 1..6
+    since = await store.read_since("r", 4)  # 5 and 6 are only in the snapshot now: it comes first
+    assert (since.updates, since.seq, since.log_entries) == ([snapshots[5], *updates[6:]], 10, 4)
+    assert since.snapshot_bytes == len(snapshots[5])
+    assert (await store.read_since("r", 6)).updates == updates[6:]  # the snapshot adds nothing newer
+    assert (await store.read_since("r", 8)).updates == updates[8:]
+    up_to_date = await store.read_since("r", 10)
+    assert (up_to_date.updates, up_to_date.seq) == ([], 10)
+    assert (await store.read_since("r", 0)).updates == (await store.load("r")).updates
+    loaded = await store.load("r")
+    assert (loaded.seq, content(loaded)) == (10, list(range(10)))
+    empty = await store.read_since("never-written", 0)
+    assert (empty.updates, empty.seq) == ([], 0)
+
+
+async def test_compact_deletes_exactly_what_upto_covers_and_never_goes_back(harness: StoreHarness) -> None:
+    store = harness.store
+    updates, snapshots = yjs_updates(12)
+    await asyncio.gather(*(store.append("r", u) for u in updates[:10]))
+    await store.compact("r", snapshots[4], 5)
+    loaded = await store.load("r")
+    assert (loaded.updates, loaded.seq) == ([snapshots[4], *updates[5:10]], 10)
+    await store.compact("r", snapshots[7], 8)
+    # Older or equal snapshots never replace a newer one, and delete nothing.
+    await store.compact("r", snapshots[5], 6)
+    await store.compact("r", snapshots[7][:-1] + b"\x00", 8)
+    await store.compact("r", b"\x00\x00", 0)
+    await store.compact("fresh", b"\x00\x00", 0)  # covers nothing: not even stored
+    loaded = await store.load("r")
+    assert loaded.updates == [snapshots[7], *updates[8:10]]
+    assert (await store.load("fresh")).updates == []
+    # A snapshot that also holds an update still in the log (its append was not answered yet
+    # when the snapshot was taken) keeps that entry: applying it twice is harmless.
+    assert await store.append("r", updates[10]) == 11
+    await store.compact("r", snapshots[10], 10)
+    loaded = await store.load("r")
+    assert loaded.updates == [snapshots[10], updates[10]]
+    assert (loaded.seq, content(loaded)) == (11, list(range(11)))
+    await harness.reopen()
+    assert (await harness.store.load("r")).updates == [snapshots[10], updates[10]]
+
+
+async def test_two_instances_number_one_room_contiguously(harness: StoreHarness) -> None:
+    """Two nodes appending to one room at once: numbers 1..n, none twice, none missing, each
+    node's in the order it appended them, and the log read back in that numbering."""
+    other = await another_store(harness)
+    try:
+        mine, _ = yjs_updates(150, client_id=7)
+        theirs, _ = yjs_updates(150, client_id=8)
+
+        async def write(store: Store, updates: list[bytes]) -> list[int]:
+            numbers: list[int] = []
+            for i in range(0, len(updates), 6):  # a few per loop turn: batches of several
+                numbers += await asyncio.gather(*(store.append("r", u) for u in updates[i : i + 6]))
+            return numbers
+
+        a, b = await asyncio.gather(write(harness.store, mine), write(other, theirs))
+        assert sorted(a + b) == list(range(1, 301))
+        assert a == sorted(a) and b == sorted(b)
+        by_number = dict(zip(a, mine, strict=True)) | dict(zip(b, theirs, strict=True))
+        for store in (harness.store, other):
+            loaded = await store.load("r")
+            assert loaded.seq == 300
+            assert loaded.updates == [by_number[n] for n in range(1, 301)]
+    finally:
+        await other.close()
+
+
+async def test_compaction_racing_appends_from_another_instance_loses_nothing(harness: StoreHarness) -> None:
+    """One node compacts what it read while another keeps appending: nothing the other was told
+    is committed is lost (y-postgresql deleted, outside a transaction, `id < clock` rows it never
+    merged). First deterministically, a compaction held open while the other node commits;
+    then a free-running race."""
+    other = await another_store(harness)
+    store = harness.store
+    try:
+        mine, _ = yjs_updates(200, client_id=7)
+        theirs, _ = yjs_updates(200, client_id=8)
+        await asyncio.gather(*(store.append("r", u) for u in mine[:10]))
+        loaded = await store.load("r")
+        snapshot = doc_of(loaded).get_update()
+        gate = await harness.hold_writes_of(snapshot)
+        compacted = store.compact("r", snapshot, loaded.seq)
+        await until_held(gate)
+        try:
+            committed = await asyncio.gather(*(other.append("r", u) for u in theirs[:10]))
+        finally:
+            await gate.release()
+        await compacted
+        assert committed == list(range(11, 21))
+        after = await other.load("r")
+        assert after.updates == [snapshot, *theirs[:10]]
+
+        done = asyncio.Event()
+        compactions = 0
+
+        async def write(s: Store, updates: list[bytes]) -> None:
+            for i in range(0, len(updates), 5):
+                await asyncio.gather(*(s.append("r", u) for u in updates[i : i + 5]))
+
+        async def compact_while_writing() -> None:
+            nonlocal compactions
+            while not done.is_set():
+                seen = await store.load("r")
+                await store.compact("r", doc_of(seen).get_update(), seen.seq)
+                compactions += 1
+
+        compactor = asyncio.ensure_future(compact_while_writing())
+        try:
+            await asyncio.gather(write(store, mine[10:]), write(other, theirs[10:]))
+        finally:
+            done.set()
+            await compactor
+        assert compactions >= 2
+        final = await other.load("r")
+        assert final.seq == 400
+        assert sorted(content(final)) == sorted(list(range(200)) * 2)
+        assert final.log_entries < 390  # compaction did fold most of the log
+    finally:
+        await other.close()
 
 
 # -- records, audit, client ids ------------------------------------------------------------------
@@ -204,9 +379,24 @@ async def test_claim_clients_first_claim_wins(harness: StoreHarness) -> None:
     assert (await store.load("other")).client_owners == {2: "carol"}
     big = 2**32 - 1  # Yjs client ids are 32-bit unsigned
     await store.claim_clients("r", {big: "dave"})
-    await store.compact("r", snapshots[0])  # owners outlive compaction
+    await store.compact("r", snapshots[0], 1)  # owners outlive compaction
     await harness.reopen()
     assert (await harness.store.load("r")).client_owners == {1: "alice", 2: "alice", 3: "bob", big: "dave"}
+
+
+async def test_secret_is_generated_once_and_kept(harness: StoreHarness) -> None:
+    calls: list[str] = []
+
+    def generate() -> str:
+        calls.append(f"secret-{len(calls)}")
+        return calls[-1]
+
+    first = await harness.store.secret(generate)
+    assert first == "secret-0"
+    assert await harness.store.secret(generate) == first
+    await harness.reopen()
+    assert await harness.store.secret(generate) == first
+    assert calls == ["secret-0"]
 
 
 # -- failures and concurrency ----------------------------------------------------------------------
@@ -225,7 +415,7 @@ async def test_failing_commit_fails_its_whole_batch_and_the_next_works(harness: 
         store.append("r", updates[1]),
         store.audit(AuditRecord("r", 1, "eve", "Roubaix", "update")),
         store.put_record("slide", "ghost", {"id": "ghost"}),
-        store.compact("r", updates[0]),
+        store.compact("r", updates[0], 1),
         store.append("r", poison),
     ]
     results = await asyncio.gather(*futures, return_exceptions=True)
@@ -235,8 +425,8 @@ async def test_failing_commit_fails_its_whole_batch_and_the_next_works(harness: 
     assert loaded.client_owners == {}
     assert await store.list_audit("r") == []
     assert await store.get_record("slide", "ghost") is None
-    # The next batch works.
-    await store.append("r", updates[2])
+    # The next batch works, and numbers the failed batch took back are given again.
+    assert await store.append("r", updates[2]) == 2
     await store.flush()
     assert (await store.load("r")).updates == [updates[0], updates[2]]
     await harness.reopen()
@@ -256,7 +446,7 @@ async def test_load_during_a_commit_sees_only_committed_data(harness: StoreHarne
         store.append("r", updates[2]),
         store.append("r", updates[3]),  # held here: the rows above are written, not committed
     ]
-    await in_thread_until(gate.reached)
+    await until_held(gate)
     try:
         loaded = await store.load("r")
         assert (loaded.updates, loaded.client_owners) == ([updates[0]], {})
@@ -265,7 +455,7 @@ async def test_load_during_a_commit_sees_only_committed_data(harness: StoreHarne
         assert await store.list_audit("r") == []
         assert not any(f.done() for f in futures)
     finally:
-        gate.release()
+        await gate.release()
     await asyncio.gather(*futures)
     loaded = await store.load("r")
     assert (loaded.updates, loaded.client_owners) == (updates, {5: "frank"})
@@ -347,8 +537,8 @@ async def test_kill9_keeps_every_acknowledged_write_in_order(
 async def _child(database_url: str, data: str, room: str) -> None:
     updates, snapshots = yjs_updates(CHILD_UPDATES)
 
-    def say(line: str) -> Callable[[asyncio.Future[None]], None]:
-        def on_done(future: asyncio.Future[None]) -> None:
+    def say(line: str) -> Callable[[asyncio.Future[object]], None]:
+        def on_done(future: asyncio.Future[object]) -> None:
             if future.exception() is None:
                 print(line, flush=True)
 
@@ -357,14 +547,14 @@ async def _child(database_url: str, data: str, room: str) -> None:
     async with open_store(Settings(data=Path(data), database_url=database_url)) as store:
         i = 0
         while i < CHILD_UPDATES:
-            batch = []
+            batch: list[asyncio.Future[object]] = []
             for _ in range(7):  # a few at a time, so commits group several appends
                 future = store.append(room, updates[i])
                 future.add_done_callback(say(f"ack {i}"))
                 batch.append(future)
                 if i % CHILD_COMPACT_EVERY == CHILD_COMPACT_EVERY - 1:
                     print(f"compacting {i}", flush=True)
-                    future = store.compact(room, snapshots[i])
+                    future = store.compact(room, snapshots[i], i + 1)  # a new room: update i is number i + 1
                     future.add_done_callback(say(f"compacted {i}"))
                     batch.append(future)
                 i += 1
@@ -377,3 +567,11 @@ async def _child(database_url: str, data: str, room: str) -> None:
 
 if __name__ == "__main__":
     asyncio.run(_child(*sys.argv[1:4]))
+
+
+async def test_latest_seqs_names_each_rooms_highest_number(harness: StoreHarness) -> None:
+    store = harness.store
+    for _ in range(3):
+        store.append("room-a", b"\x00\x00")
+    await store.append("room-b", b"\x00\x00")
+    assert await store.latest_seqs(["room-a", "room-b", "room-none"]) == {"room-a": 3, "room-b": 1}

@@ -6,6 +6,7 @@ Another backend runs the same suite by adding its harness to `HARNESSES` (a para
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
 import threading
@@ -13,9 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
+import httpx
 import pytest
 
+from collab.auth import TokenAuthenticator
 from collab.store.sqlite import SCHEMA_VERSION, SqliteStore
+from tests.conftest import make_settings, serving
 from tests.store_contract import *  # noqa: F403  (the contract's tests, collected here)
 from tests.store_contract import WAIT, StoreHarness
 
@@ -29,10 +33,10 @@ class ThreadGate:
         self._reached = threading.Event()
         self._released = threading.Event()
 
-    def reached(self, timeout: float) -> bool:
-        return self._reached.wait(timeout)
+    async def reached(self, timeout: float) -> bool:
+        return await asyncio.to_thread(self._reached.wait, timeout)
 
-    def release(self) -> None:
+    async def release(self) -> None:
         self._released.set()
 
     def hold(self) -> int:
@@ -57,6 +61,9 @@ class SqliteHarness:
         await self.store.close()
         self.store = SqliteStore(str(self.path))
         await self.store.open()
+
+    async def another_store(self) -> None:
+        return None  # one SQLite file is served by one process
 
     def _writer_connection(self) -> aiosqlite.Connection:
         # Reaching inside is the harness's job: triggers must live on the writer's own
@@ -144,3 +151,41 @@ async def test_schema_v1_file_is_migrated(tmp_path: Path) -> None:
 def test_memory_database_is_refused() -> None:
     with pytest.raises(ValueError, match="needs a file"):
         SqliteStore(":memory:")
+
+
+async def test_schema_v2_log_is_numbered_after_its_snapshot(tmp_path: Path) -> None:
+    """Schema 3 numbers an existing log per room: a snapshot stands for number 1, its log follows."""
+    path = tmp_path / "v2.sqlite3"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE updates (id INTEGER PRIMARY KEY AUTOINCREMENT, room TEXT, data BLOB)")
+        old.execute("CREATE INDEX updates_room ON updates (room, id)")
+        old.execute("CREATE TABLE snapshots (room TEXT PRIMARY KEY, data BLOB NOT NULL, updated_ms INTEGER NOT NULL)")
+        old.execute("CREATE TABLE client_owners (room TEXT, client_id INTEGER, user_id TEXT,"
+                    " PRIMARY KEY (room, client_id))")
+        old.execute("INSERT INTO snapshots VALUES ('a', x'aa', 0)")
+        for room, data in [("a", "01"), ("b", "b1"), ("a", "02"), ("b", "b2"), ("b", "b3")]:
+            old.execute("INSERT INTO updates (room, data) VALUES (?, ?)", (room, bytes.fromhex(data)))
+        old.execute("PRAGMA user_version=2")
+    old.close()
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        a, b = await store.load("a"), await store.load("b")
+        assert (a.updates, a.seq) == ([b"\xaa", b"\x01", b"\x02"], 3)
+        assert (b.updates, b.seq) == ([b"\xb1", b"\xb2", b"\xb3"], 3)
+        assert (await store.read_since("a", 2)).updates == [b"\x02"]
+        assert await asyncio.gather(store.append("a", b"\x03"), store.append("b", b"\xb4")) == [4, 4]
+    finally:
+        await store.close()
+
+
+async def test_generated_secret_stays_a_file_under_data(tmp_path: Path) -> None:
+    """Without COLLAB_SECRET, a SQLite server keeps generating its secret in <data>/secret (0600)."""
+    settings = make_settings(tmp_path / "data").replace(secret=None)
+    async with serving(settings) as live:
+        path = tmp_path / "data" / "secret"
+        assert path.stat().st_mode & 0o777 == 0o600
+        token = TokenAuthenticator(path.read_text().strip()).mint(user="a", name="A", site="Roubaix", role="admin")
+        async with httpx.AsyncClient(base_url=live.base_url, timeout=30) as http:
+            r = await http.get("/api/slides", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200, r.text

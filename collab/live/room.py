@@ -393,8 +393,10 @@ class Room:
         """Fold the room's log into one snapshot (safe at any crash point: one transaction)."""
         snapshot = self.doc.get_update()
         self._snapshot_bytes = len(snapshot)
-        # Entries up to `seq` are in the snapshot and deleted; later ones stay in the log, even
-        # those the document already holds (applying them again on load is harmless).
+        # The snapshot covers the log up to `self.seq` (every entry up to it is in the document).
+        # An update whose append has not resolved
+        # yet is in the snapshot AND stays in the log (its number is above `upto`): harmless,
+        # Yjs updates are idempotent.
         self._last_commit = self._store.compact(self.name, snapshot, self.seq)
         self._log_entries = 0
         self._log_bytes = 0

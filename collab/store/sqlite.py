@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,9 +20,9 @@ from typing import Any
 import aiosqlite
 import orjson
 
-from collab.errors import StoreError
-from collab.store import AuditRecord, LoadedDocument
-from collab.store.writer import GroupCommitWriter, Op
+from collab.errors import SecretNotFound, StoreError
+from collab.store import AuditRecord, LoadedDocument, loaded_document
+from collab.store.writer import GroupCommitWriter, Op, appends_by_room, number_appends, runs_of_kind
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,22 @@ _MIGRATIONS: list[tuple[str, ...]] = [
             PRIMARY KEY (room, client_id)
         ) WITHOUT ROWID""",
     ),
+    # 3: sequence numbers per room (the log's `seq`, the snapshot's `upto`, the counter in `rooms`).
+    # An existing snapshot stands for number 1 and the log after it is numbered from 2, in order.
+    (
+        "ALTER TABLE updates ADD COLUMN seq INTEGER NOT NULL DEFAULT 0",
+        """UPDATE updates SET seq = numbered.n
+            + (CASE WHEN EXISTS (SELECT 1 FROM snapshots s WHERE s.room = updates.room) THEN 1 ELSE 0 END)
+           FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY room ORDER BY id) AS n FROM updates) AS numbered
+           WHERE numbered.id = updates.id""",
+        "DROP INDEX IF EXISTS updates_room",
+        "CREATE UNIQUE INDEX updates_room_seq ON updates (room, seq)",
+        "ALTER TABLE snapshots ADD COLUMN upto INTEGER NOT NULL DEFAULT 1",
+        "CREATE TABLE rooms (room TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID",
+        """INSERT INTO rooms (room, seq)
+           SELECT room, MAX(seq) FROM (SELECT room, seq FROM updates UNION ALL SELECT room, upto FROM snapshots)
+           GROUP BY room""",
+    ),
 ]
 
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -78,11 +95,12 @@ _Apply = Callable[[aiosqlite.Connection, list[Op], int], Awaitable[None]]
 class SqliteStore:
     """aiosqlite backend: `await store.open()` before use, `await store.close()` after."""
 
-    def __init__(self, path: str, *, synchronous: str = "normal") -> None:
+    def __init__(self, path: str, *, synchronous: str = "normal", secret_dir: Path | None = None) -> None:
         if path == ":memory:":
             # Reads use a second connection, which would open a second, empty database.
             raise ValueError("the SQLite store needs a file, not :memory:")
         self._path = path
+        self._secret_dir = secret_dir or Path(path).parent
         self._synchronous = synchronous.upper()
         if self._synchronous not in ("NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"sqlite_synchronous must be normal, full or extra, not {synchronous!r}")
@@ -136,11 +154,11 @@ class SqliteStore:
 
     # -- group-committed writes ------------------------------------------------------------
 
-    def append(self, room: str, update: bytes) -> asyncio.Future[None]:
+    def append(self, room: str, update: bytes) -> asyncio.Future[int]:
         return self._writer.submit(Op("append", room, update))
 
-    def compact(self, room: str, snapshot: bytes) -> asyncio.Future[None]:
-        return self._writer.submit(Op("compact", room, snapshot))
+    def compact(self, room: str, snapshot: bytes, upto: int) -> asyncio.Future[None]:
+        return self._writer.submit(Op("compact", room, (snapshot, upto)))
 
     def audit(self, record: AuditRecord) -> asyncio.Future[None]:
         return self._writer.submit(Op("audit", record.room, record))
@@ -165,7 +183,8 @@ class SqliteStore:
         now = int(time.time() * 1000)
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for kind, run in _runs(ops):
+            await _number_appends(db, ops)
+            for kind, run in runs_of_kind(ops):
                 await self._apply[kind](db, run, now)
             await db.commit()
         except BaseException:
@@ -180,28 +199,45 @@ class SqliteStore:
             yield self._connection(self._reader)
 
     async def load(self, room: str) -> LoadedDocument:
+        return await self.read_since(room, 0)
+
+    async def latest_seqs(self, rooms: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        async with self._reading() as db:
+            for start in range(0, len(rooms), 500):
+                chunk = rooms[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                async with db.execute(f"SELECT room, seq FROM rooms WHERE room IN ({marks})", chunk) as cur:
+                    out.update({r[0]: r[1] for r in await cur.fetchall()})
+        return out
+
+    async def read_since(self, room: str, seq: int) -> LoadedDocument:
         async with self._reading() as db:
             # One read transaction: the snapshot, the log and the owners of the same commit.
             await db.execute("BEGIN")
             try:
-                async with db.execute("SELECT data FROM snapshots WHERE room = ?", (room,)) as cur:
+                async with db.execute("SELECT data, upto FROM snapshots WHERE room = ?", (room,)) as cur:
                     snapshot = await cur.fetchone()
-                async with db.execute("SELECT data FROM updates WHERE room = ? ORDER BY id", (room,)) as cur:
-                    log_rows = [r[0] for r in await cur.fetchall()]
+                if snapshot is not None and snapshot[1] <= seq:
+                    snapshot = None  # the caller has everything it covers
+                after = snapshot[1] if snapshot is not None else seq
+                async with db.execute(
+                    "SELECT seq, data FROM updates WHERE room = ? AND seq > ? ORDER BY seq", (room, after)
+                ) as cur:
+                    log_rows = list(await cur.fetchall())
                 async with db.execute(
                     "SELECT client_id, user_id FROM client_owners WHERE room = ?", (room,)
                 ) as cur:
                     owners = {r[0]: r[1] for r in await cur.fetchall()}
             finally:
                 await db.execute("COMMIT")
-        updates = ([snapshot[0]] if snapshot else []) + log_rows
-        return LoadedDocument(
-            updates,
-            len(log_rows),
-            sum(len(r) for r in log_rows),
-            len(snapshot[0]) if snapshot else 0,
-            owners,
-        )
+        return loaded_document(snapshot, log_rows, owners, after)
+
+    async def secret(self, generate: Callable[[], str] | None) -> str:
+        return await asyncio.to_thread(_secret_file, self._secret_dir, generate)
+
+    async def ping(self) -> None:
+        self._connection(self._reader)  # a local file: open means it answers
 
     async def get_record(self, kind: str, record_id: str) -> dict[str, Any] | None:
         async with self._reading() as db, db.execute(
@@ -248,22 +284,64 @@ async def _migrate(db: aiosqlite.Connection) -> None:
         raise
 
 
+def _secret_file(data_dir: Path, generate: Callable[[], str] | None) -> str:
+    """The secret kept (mode 0600) in `<data>/secret`, generated and written on first use."""
+    path = data_dir / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    if generate is None:
+        raise SecretNotFound(
+            f"no signing secret: COLLAB_SECRET is not set and {path.resolve()} does not exist. "
+            "Pass --data with the server's data directory (or set COLLAB_SECRET as the server has it); "
+            "`collab serve` creates the secret on its first start."
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret + "\n")
+    log.warning("COLLAB_SECRET is not set: generated a signing secret and stored it in %s", path)
+    return secret
+
+
 # -- what each kind of op writes (inside the batch's transaction) ---------------------------
 
 
+async def _number_appends(db: aiosqlite.Connection, ops: list[Op]) -> None:
+    """Give each append of the batch its room's next sequence number (the counter is in `rooms`,
+    updated in the batch's transaction: BEGIN IMMEDIATE makes it one writer at a time)."""
+    for room, appends in appends_by_room(ops):
+        async with db.execute(
+            "INSERT INTO rooms (room, seq) VALUES (?, ?) ON CONFLICT (room) DO UPDATE SET seq = seq + excluded.seq"
+            " RETURNING seq",
+            (room, len(appends)),
+        ) as cur:
+            row = await cur.fetchone()
+        assert row is not None  # an upsert with RETURNING answers its row
+        number_appends(appends, row[0])
+
+
 async def _append(db: aiosqlite.Connection, ops: list[Op], now: int) -> None:
-    await db.executemany("INSERT INTO updates (room, data) VALUES (?, ?)", [(op.room, op.payload) for op in ops])
+    await db.executemany(
+        "INSERT INTO updates (room, seq, data) VALUES (?, ?, ?)", [(op.room, op.result, op.payload) for op in ops]
+    )
 
 
 async def _compact(db: aiosqlite.Connection, ops: list[Op], now: int) -> None:
     for op in ops:
-        # Everything appended to this room before this op is in the snapshot, and is deleted
-        # here; appends queued after it come later in the batch (or in a later one) and survive.
-        await db.execute(
-            "INSERT OR REPLACE INTO snapshots (room, data, updated_ms) VALUES (?, ?, ?)",
-            (op.room, op.payload, now),
-        )
-        await db.execute("DELETE FROM updates WHERE room = ?", (op.room,))
+        snapshot, upto = op.payload
+        if upto <= 0:
+            continue  # covers no entry: nothing to fold
+        # Only a newer snapshot replaces the stored one; then exactly the entries it covers go.
+        async with db.execute(
+            "INSERT INTO snapshots (room, data, updated_ms, upto) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (room) DO UPDATE SET data = excluded.data, updated_ms = excluded.updated_ms,"
+            " upto = excluded.upto WHERE excluded.upto > snapshots.upto RETURNING upto",
+            (op.room, snapshot, now, upto),
+        ) as cur:
+            stored = await cur.fetchone()
+        if stored is not None:
+            await db.execute("DELETE FROM updates WHERE room = ? AND seq <= ?", (op.room, upto))
 
 
 async def _audit(db: aiosqlite.Connection, ops: list[Op], now: int) -> None:
@@ -293,14 +371,3 @@ async def _put_records(db: aiosqlite.Connection, ops: list[Op], now: int) -> Non
 def _audit_row(rec: AuditRecord) -> tuple[Any, ...]:
     detail = orjson.dumps(rec.detail) if rec.detail is not None else None
     return (rec.room, rec.at_ms, rec.user_id, rec.site, rec.action, rec.target, detail)
-
-
-def _runs(ops: list[Op]) -> list[tuple[str, list[Op]]]:
-    """Consecutive ops of one kind, so each run is one executemany while order is kept."""
-    runs: list[tuple[str, list[Op]]] = []
-    for op in ops:
-        if runs and runs[-1][0] == op.kind:
-            runs[-1][1].append(op)
-        else:
-            runs.append((op.kind, [op]))
-    return runs

@@ -20,7 +20,8 @@ class Op:
     kind: str  # "append" | "compact" | "audit" | "claim" | "record"
     room: str
     payload: Any
-    future: asyncio.Future[None] = field(default=None)  # type: ignore[arg-type]  # set by submit()
+    future: asyncio.Future[Any] = field(default=None)  # type: ignore[arg-type]  # set by submit()
+    result: Any = None  # what the future resolves to once committed (an append's sequence number)
 
 
 class GroupCommitWriter:
@@ -37,13 +38,14 @@ class GroupCommitWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
-        self._last: asyncio.Future[None] | None = None
+        self._last: asyncio.Future[Any] | None = None
         self.committed = 0  # ops committed since start
+        self.batches = 0  # transactions committed since start
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"{self._name}-writer")
 
-    def submit(self, op: Op) -> asyncio.Future[None]:
+    def submit(self, op: Op) -> asyncio.Future[Any]:
         if self._closing:
             raise StoreError("store is closed")
         op.future = asyncio.get_running_loop().create_future()
@@ -91,8 +93,39 @@ class GroupCommitWriter:
                         op.future.set_exception(error)
                 continue
             self.committed += len(batch)
+            self.batches += 1
             metrics.STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
             metrics.STORE_BATCH_OPS.observe(len(batch))
             for op in batch:
                 if not op.future.done():
-                    op.future.set_result(None)
+                    op.future.set_result(op.result)
+
+
+# -- helpers every backend's batch uses -------------------------------------------------------
+
+
+def runs_of_kind(ops: list[Op]) -> list[tuple[str, list[Op]]]:
+    """Consecutive ops of one kind, so each run is one executemany while order is kept."""
+    runs: list[tuple[str, list[Op]]] = []
+    for op in ops:
+        if runs and runs[-1][0] == op.kind:
+            runs[-1][1].append(op)
+        else:
+            runs.append((op.kind, [op]))
+    return runs
+
+
+def appends_by_room(ops: list[Op]) -> list[tuple[str, list[Op]]]:
+    """The batch's appends grouped by room, rooms in sorted order (every batch takes its rooms'
+    counters in the same order, so two nodes' batches never wait on each other in a cycle)."""
+    rooms: dict[str, list[Op]] = {}
+    for op in ops:
+        if op.kind == "append":
+            rooms.setdefault(op.room, []).append(op)
+    return sorted(rooms.items())
+
+
+def number_appends(appends: list[Op], last: int) -> None:
+    """Number a room's appends of one batch, in submission order, ending at `last`."""
+    for offset, op in enumerate(appends):
+        op.result = last - len(appends) + 1 + offset
