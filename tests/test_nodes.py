@@ -270,3 +270,35 @@ async def test_redis_down_and_back_nothing_lost_and_nodes_converge(cluster: Clus
         await a.wait_for(lambda: keys(a) == want, timeout=20)
         await b.wait_for(lambda: keys(b) == want, timeout=20)
         assert time.monotonic() - back < 15
+
+
+async def test_presence_removal_crosses_nodes_and_nothing_loops(cluster: Cluster) -> None:
+    """Hocuspocus's Redis extension had awareness removals that never crossed nodes and an
+    infinite sync loop between instances: a removal arrives at once (not after the heartbeat),
+    and once edits stop, no node publishes anything more."""
+    n1, n2 = cluster.node(), cluster.node()
+    await register(n1, "s")
+    async with client(n2, "s", "bob") as b:
+        a = await client(n1, "s", "alice").connect()
+        a.set_presence({"cursor": {"x": 3, "y": 4}})
+        a.annotations["k"] = annotation(1)
+        await b.wait_for(lambda: any(s.get("user", {}).get("id") == "alice" for s in b.presence.values()))
+        await b.wait_for(lambda: "k" in b.annotations and b.annotations["k"].get("status") == "ok")
+        await a.close()
+        started = time.monotonic()
+        await b.wait_for(lambda: not any(s.get("user", {}).get("id") == "alice" for s in b.presence.values()))
+        assert time.monotonic() - started < 5  # the removal itself, not the 10 s heartbeat
+
+        async def published() -> list[float]:
+            counts = []
+            async with httpx.AsyncClient() as http:
+                for node in (n1, n2):
+                    text = (await http.get(f"{node.base_url}/metrics")).text
+                    counts.append(next(float(line.split()[-1]) for line in text.splitlines()
+                                       if line.startswith("collab_bus_published_total")))
+            return counts
+
+        await asyncio.sleep(1.0)  # let the last corrections go out
+        before = await published()
+        await asyncio.sleep(2.0)  # nothing is being edited: nothing may be published
+        assert await published() == before
