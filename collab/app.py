@@ -171,14 +171,23 @@ class Collab:
                 raise
 
     async def healthz(self, request: Request) -> Response:
-        """200 while serving and the database answers; 503 (degraded) while it does not."""
+        """200 while serving and the database answers; 503 (degraded) while it does not. With
+        several nodes it also says whether Redis answers: without it the node still serves its
+        own clients (and catches up from the database), so that alone is no reason for a load
+        balancer to take the node out (200, "degraded")."""
+        body = {"status": "ok", "store": "ok"}
+        if isinstance(self.bus, RedisBus):
+            body["redis"] = "ok" if self.bus.connected else "unreachable"
+            if not self.bus.connected:
+                body["status"] = "degraded"
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT):
                 await self.store.ping()
         except (StoreError, TimeoutError) as exc:
-            why = str(exc) or f"the database did not answer within {HEALTH_TIMEOUT:g} s"
-            return JSONResponse({"status": "degraded", "store": why}, status_code=503)
-        return JSONResponse({"status": "ok", "store": "ok"})
+            body["store"] = str(exc) or f"the database did not answer within {HEALTH_TIMEOUT:g} s"
+            body["status"] = "degraded"
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
 
     def routes(self) -> list[Route | Mount | WebSocketRoute]:
         common: dict[str, Any] = {

@@ -20,6 +20,7 @@ import pytest
 
 from tests.conftest import SECRET, ServerProcess
 from tests.test_live_rooms import annotation
+from tests.waiting import wait_for_async
 from tests.yclient import YClient
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -261,6 +262,11 @@ async def test_redis_down_and_back_nothing_lost_and_nodes_converge(cluster: Clus
         a.annotations["before"] = annotation(1)
         await b.wait_for(lambda: "before" in b.annotations)
         cluster.redis.kill()
+        async with httpx.AsyncClient() as http:
+            async def redis_reported_down() -> bool:
+                body = (await http.get(f"{n1.base_url}/healthz")).json()
+                return body.get("redis") == "unreachable" and body["status"] == "degraded"
+            await wait_for_async(redis_reported_down, 15, "healthz reports Redis down")
         a.annotations["during-a"] = annotation(2)  # each node keeps serving its own clients
         b.annotations["during-b"] = annotation(3)
         await a.wait_for(lambda: a.annotations["during-a"].get("status") == "ok")
@@ -270,6 +276,11 @@ async def test_redis_down_and_back_nothing_lost_and_nodes_converge(cluster: Clus
         await a.wait_for(lambda: keys(a) == want, timeout=20)
         await b.wait_for(lambda: keys(b) == want, timeout=20)
         assert time.monotonic() - back < 15
+        async with httpx.AsyncClient() as http:
+            async def redis_reported_back() -> bool:
+                return (await http.get(f"{n2.base_url}/healthz")).json() == {
+                    "status": "ok", "store": "ok", "redis": "ok"}
+            await wait_for_async(redis_reported_back, 15, "healthz reports Redis back")
 
 
 async def test_presence_removal_crosses_nodes_and_nothing_loops(cluster: Cluster) -> None:
