@@ -313,3 +313,23 @@ async def test_presence_removal_crosses_nodes_and_nothing_loops(cluster: Cluster
         before = await published()
         await asyncio.sleep(2.0)  # nothing is being edited: nothing may be published
         assert await published() == before
+
+
+async def test_a_client_id_belongs_to_its_first_writer_on_every_node(cluster: Cluster) -> None:
+    from pycrdt import Doc
+
+    n1, n2 = cluster.node(), cluster.node()
+    await register(n1, "s")
+    async with client(n2, "s", "observer") as watcher:  # node 2 has the room loaded
+        victim = YClient(f"{n1.ws_url}/ws/slides/s?token={token(user='victim')}", doc=Doc(client_id=424242))
+        async with victim:
+            victim.annotations["a"] = annotation(1)
+            await watcher.wait_for(lambda: "a" in watcher.annotations)
+            forger = YClient(f"{n2.ws_url}/ws/slides/s?token={token(user='forger')}", doc=Doc(client_id=424242))
+            async with forger:
+                forger.annotations["x"] = annotation(2)
+                await forger.wait_for(lambda: forger.denied)
+                assert "belongs to another user" in forger.denied[0]
+            victim.annotations["b"] = annotation(3)
+            await watcher.wait_for(lambda: "b" in watcher.annotations)
+            assert "x" not in watcher.annotations

@@ -16,8 +16,9 @@ from typing import Protocol
 class RemoteRoom(Protocol):
     """What a loaded room hears from the other nodes."""
 
-    def on_remote_update(self, first: int, last: int, update: bytes) -> None:
-        """Another node committed `update`, the room's entries `first`..`last`."""
+    def on_remote_update(self, first: int, last: int, update: bytes, owners: dict[int, str]) -> None:
+        """Another node committed `update`, the room's entries `first`..`last`; `owners` names
+        the user each of its Yjs client ids belongs to."""
         ...
 
     def on_remote_presence(self, node: str, message: bytes) -> None:
@@ -51,7 +52,7 @@ class Bus(Protocol):
 
     def detach(self, room: str) -> None: ...
 
-    def publish_update(self, room: str, first: int, last: int, update: bytes) -> None: ...
+    def publish_update(self, room: str, first: int, last: int, update: bytes, owners: dict[int, str]) -> None: ...
 
     def publish_presence(self, room: str, message: bytes) -> None: ...
 
@@ -76,7 +77,7 @@ class LocalBus:
     def detach(self, room: str) -> None:
         return None
 
-    def publish_update(self, room: str, first: int, last: int, update: bytes) -> None:
+    def publish_update(self, room: str, first: int, last: int, update: bytes, owners: dict[int, str]) -> None:
         return None
 
     def publish_presence(self, room: str, message: bytes) -> None:

@@ -86,8 +86,9 @@ class RedisBus:
     def detach(self, room: str) -> None:
         self._listeners.pop(room, None)
 
-    def publish_update(self, room: str, first: int, last: int, update: bytes) -> None:
-        self._send({"k": "update", "room": room, "first": first, "last": last}, update)
+    def publish_update(self, room: str, first: int, last: int, update: bytes, owners: dict[int, str]) -> None:
+        header = {"k": "update", "room": room, "first": first, "last": last, "owners": owners}
+        self._send(header, update)
 
     def publish_presence(self, room: str, message: bytes) -> None:
         self._send({"k": "presence", "room": room}, message)
@@ -102,7 +103,8 @@ class RedisBus:
         if self._outbox.qsize() >= OUTBOX_MAX:
             self._outbox.get_nowait()  # the oldest: a node that misses it reads it from the store
             metrics.BUS_DROPPED.inc()
-        self._outbox.put_nowait((header["room"], orjson.dumps(header) + b"\0" + payload))
+        message = orjson.dumps(header, option=orjson.OPT_NON_STR_KEYS) + b"\0" + payload
+        self._outbox.put_nowait((header["room"], message))
 
     # -- loops ----------------------------------------------------------------------------------
 
@@ -177,7 +179,8 @@ class RedisBus:
         metrics.BUS_RECEIVED.inc()
         try:
             if kind == "update":
-                listener.on_remote_update(int(header["first"]), int(header["last"]), payload)
+                owners = {int(k): str(v) for k, v in (header.get("owners") or {}).items()}
+                listener.on_remote_update(int(header["first"]), int(header["last"]), payload, owners)
             elif kind == "presence":
                 listener.on_remote_presence(node, payload)
             elif kind == "query":

@@ -85,7 +85,8 @@ class Room:
         self._log_bytes = log_bytes
         self._snapshot_bytes = snapshot_bytes
         self._last_commit: asyncio.Future[Any] | None = None
-        self._committed: list[tuple[bytes, Connection | None, int]] = []  # durable, not yet relayed
+        # Durable, not yet relayed: (update, its sender, its sequence number, its client ids' owners).
+        self._committed: list[tuple[bytes, Connection | None, int, dict[int, str]]] = []
         # Sequence numbers of the room's entries in the store: every entry up to `seq` is in the
         # document; `_ahead` holds those past a gap (another node's update not heard of yet).
         self.seq = seq
@@ -174,7 +175,7 @@ class Room:
         if claims:
             self._client_owners.update(claims)
             self._store.claim_clients(self.name, claims)  # in the same commit as the update
-        self.persist_and_relay(update, sender=conn)
+        self.persist_and_relay(update, sender=conn, owners={c: self._client_owners[c] for c in ranges})
         self.policy.after_apply(principal)
 
     def _claim_client_ids(
@@ -252,14 +253,15 @@ class Room:
             # Whatever was applied is stored, even if the writer failed half-way.
             changes = [u for u in captured if u != EMPTY_UPDATE]
             if changes:
-                self.persist_and_relay(_merged(changes), sender=None)
+                self.persist_and_relay(_merged(changes), sender=None, owners={self.doc.client_id: SERVER_ORIGIN})
 
-    def persist_and_relay(self, update: bytes, *, sender: Connection | None) -> None:
-        """Store an update already applied to the doc; relay it to the others once committed."""
+    def persist_and_relay(self, update: bytes, *, sender: Connection | None, owners: dict[int, str]) -> None:
+        """Store an update already applied to the doc; relay it to the others once committed.
+        `owners`: the user each of its Yjs client ids belongs to (told to the other nodes)."""
         self._full_state = None
         committed = self._store.append(self.name, update)
         self._last_commit = committed
-        committed.add_done_callback(functools.partial(self._on_committed, update, sender))
+        committed.add_done_callback(functools.partial(self._on_committed, update, sender, owners))
         self._log_entries += 1
         self._log_bytes += len(update)
         if self._log_due_for_compaction():
@@ -274,13 +276,15 @@ class Room:
             return False
         return self._log_bytes * 2 >= self._snapshot_bytes
 
-    def _on_committed(self, update: bytes, sender: Connection | None, committed: asyncio.Future[int]) -> None:
+    def _on_committed(
+        self, update: bytes, sender: Connection | None, owners: dict[int, str], committed: asyncio.Future[int]
+    ) -> None:
         if committed.cancelled() or committed.exception() is not None:
             self._fail("store commit failed")
             return
         seq = committed.result()
         self._note_applied(seq, seq)
-        self._committed.append((update, sender, seq))
+        self._committed.append((update, sender, seq, owners))
         if len(self._committed) == 1:
             # The other updates of the same group commit resolve in this loop turn; relay
             # them together once they have all been collected.
@@ -295,8 +299,8 @@ class Room:
         batch, self._committed = self._committed, []
         if not batch:
             return
-        message = encode_update(_merged(u for u, _s, _q in batch))
-        clients = {sender for _update, sender, _seq in batch if sender is not None}
+        message = encode_update(_merged(u for u, _s, _q, _o in batch))
+        clients = {sender for _update, sender, _seq, _owners in batch if sender is not None}
         # A lone client sender gets only what it does not have (a server update that shares
         # the commit, if any). With several client senders each gets the whole frame
         # (harmless: Yjs ignores what it already has).
@@ -304,19 +308,20 @@ class Room:
         self.broadcast(message, exclude)
         sent = len(self.connections) - (exclude in self.connections)
         if exclude in self.connections:
-            rest = [u for u, s, _q in batch if s is not exclude]
+            rest = [u for u, s, _q, _o in batch if s is not exclude]
             if rest:
                 exclude.send(encode_update(_merged(rest)))
                 sent += 1
         metrics.UPDATES_OUT.inc(sent)
-        for update, _sender, seq in batch:  # one message per entry: its number says what is missing
-            self._bus.publish_update(self.name, seq, seq, update)
+        for update, _sender, seq, owners in batch:  # one message per entry: its number says what is missing
+            self._bus.publish_update(self.name, seq, seq, update, owners)
 
     # -- other nodes ------------------------------------------------------------------------
 
-    def on_remote_update(self, first: int, last: int, update: bytes) -> None:
+    def on_remote_update(self, first: int, last: int, update: bytes, owners: dict[int, str]) -> None:
         """Another node committed `update` (entries first..last): apply it and relay it to this
         node's clients. Its checks, corrections and audit were done by that node."""
+        self.learn_owners(owners)
         if last <= self.seq or self.failed:
             return  # already here (a message heard twice, or read from the store meanwhile)
         self.apply_committed([update])
@@ -338,6 +343,11 @@ class Room:
         self.policy.after_remote_apply()
         message = encode_update(update)
         metrics.UPDATES_OUT.inc(self.broadcast(message, None))
+
+    def learn_owners(self, owners: dict[int, str]) -> None:
+        """Client ids other nodes saw claimed (the first claim, kept in the store, wins)."""
+        for client, user in owners.items():
+            self._client_owners.setdefault(client, user)
 
     def caught_up(self, seq: int) -> None:
         """Everything up to `seq` was read from the store and applied."""

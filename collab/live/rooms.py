@@ -157,6 +157,7 @@ class RoomManager:
             return
         if self._rooms.get(key) is not room:
             return
+        room.learn_owners(since.client_owners)
         if since.updates:
             log.info("caught up %d entries from the store", len(since.updates), extra={"room": room.name})
             room.apply_committed(since.updates)
