@@ -22,7 +22,7 @@ import orjson
 
 from collab.errors import SecretNotFound, StoreError
 from collab.store import AuditRecord, LoadedDocument, loaded_document
-from collab.store.writer import GroupCommitWriter, Op, appends_by_room, number_appends, runs_of_kind
+from collab.store.writer import GroupCommitWriter, Op, QueuedWrites, appends_by_room, number_appends, runs_of_kind
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ _ERRORS = (*_CONNECTION_ERRORS, asyncpg.PostgresError, TimeoutError)
 _Apply = Callable[[asyncpg.Connection, list[Op], int], Awaitable[None]]
 
 
-class PostgresStore:
+class PostgresStore(QueuedWrites):
     """asyncpg backend: `await store.open()` before use, `await store.close()` after."""
 
     def __init__(self, url: str, *, pool_size: int = POOL_SIZE) -> None:
@@ -152,30 +152,7 @@ class PostgresStore:
             raise StoreError("store is not open")
         return self._pool
 
-    # -- group-committed writes ------------------------------------------------------------
-
-    def append(self, room: str, update: bytes) -> asyncio.Future[int]:
-        return self._writer.submit(Op("append", room, update))
-
-    def compact(self, room: str, snapshot: bytes, upto: int) -> asyncio.Future[None]:
-        return self._writer.submit(Op("compact", room, (snapshot, upto)))
-
-    def audit(self, record: AuditRecord) -> asyncio.Future[None]:
-        return self._writer.submit(Op("audit", record.room, record))
-
-    def claim_clients(self, room: str, owners: dict[int, str]) -> asyncio.Future[None]:
-        return self._writer.submit(Op("claim", room, dict(owners)))
-
-    def put_record(self, kind: str, record_id: str, record: dict[str, Any]) -> asyncio.Future[None]:
-        # Serialised now: the caller may change its dict before the batch runs.
-        return self._writer.submit(Op("record", "", (kind, record_id, orjson.dumps(record))))
-
-    async def flush(self) -> None:
-        await self._writer.flush()
-
-    @property
-    def committed_writes(self) -> int:
-        return self._writer.committed
+    # -- group-committed writes: queued by QueuedWrites, committed here -------------------
 
     @property
     def committed_batches(self) -> int:

@@ -22,7 +22,7 @@ import orjson
 
 from collab.errors import SecretNotFound, StoreError
 from collab.store import AuditRecord, LoadedDocument, loaded_document
-from collab.store.writer import GroupCommitWriter, Op, appends_by_room, number_appends, runs_of_kind
+from collab.store.writer import GroupCommitWriter, Op, QueuedWrites, appends_by_room, number_appends, runs_of_kind
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _Apply = Callable[[aiosqlite.Connection, list[Op], int], Awaitable[None]]
 
 
-class SqliteStore:
+class SqliteStore(QueuedWrites):
     """aiosqlite backend: `await store.open()` before use, `await store.close()` after."""
 
     def __init__(self, path: str, *, synchronous: str = "normal", secret_dir: Path | None = None) -> None:
@@ -152,30 +152,7 @@ class SqliteStore:
             raise StoreError("store is not open")
         return conn
 
-    # -- group-committed writes ------------------------------------------------------------
-
-    def append(self, room: str, update: bytes) -> asyncio.Future[int]:
-        return self._writer.submit(Op("append", room, update))
-
-    def compact(self, room: str, snapshot: bytes, upto: int) -> asyncio.Future[None]:
-        return self._writer.submit(Op("compact", room, (snapshot, upto)))
-
-    def audit(self, record: AuditRecord) -> asyncio.Future[None]:
-        return self._writer.submit(Op("audit", record.room, record))
-
-    def claim_clients(self, room: str, owners: dict[int, str]) -> asyncio.Future[None]:
-        return self._writer.submit(Op("claim", room, dict(owners)))
-
-    def put_record(self, kind: str, record_id: str, record: dict[str, Any]) -> asyncio.Future[None]:
-        # Serialised now: the caller may change its dict before the batch runs.
-        return self._writer.submit(Op("record", "", (kind, record_id, orjson.dumps(record))))
-
-    async def flush(self) -> None:
-        await self._writer.flush()
-
-    @property
-    def committed_writes(self) -> int:
-        return self._writer.committed
+    # -- group-committed writes: queued by QueuedWrites, committed here -------------------
 
     async def _commit_batch(self, ops: list[Op]) -> None:
         """One transaction for the whole batch, in submission order."""

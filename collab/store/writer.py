@@ -7,10 +7,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from collab import metrics
 from collab.errors import StoreError
+
+if TYPE_CHECKING:
+    from collab.store import AuditRecord
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +134,33 @@ def number_appends(appends: list[Op], last: int) -> None:
     """Number a room's appends of one batch, in submission order, ending at `last`."""
     for offset, op in enumerate(appends):
         op.result = last - len(appends) + 1 + offset
+
+
+class QueuedWrites:
+    """The write half every backend shares: each write is an Op queued on the backend's
+    GroupCommitWriter (`self._writer`), whose `_commit_batch` commits a batch in one transaction."""
+
+    _writer: GroupCommitWriter
+
+    def append(self, room: str, update: bytes) -> asyncio.Future[int]:
+        return self._writer.submit(Op("append", room, update))
+
+    def compact(self, room: str, snapshot: bytes, upto: int) -> asyncio.Future[None]:
+        return self._writer.submit(Op("compact", room, (snapshot, upto)))
+
+    def audit(self, record: AuditRecord) -> asyncio.Future[None]:
+        return self._writer.submit(Op("audit", record.room, record))
+
+    def claim_clients(self, room: str, owners: dict[int, str]) -> asyncio.Future[None]:
+        return self._writer.submit(Op("claim", room, dict(owners)))
+
+    def put_record(self, kind: str, record_id: str, record: dict[str, Any]) -> asyncio.Future[None]:
+        # Serialised now: the caller may change its dict before the batch runs.
+        return self._writer.submit(Op("record", "", (kind, record_id, orjson.dumps(record))))
+
+    async def flush(self) -> None:
+        await self._writer.flush()
+
+    @property
+    def committed_writes(self) -> int:
+        return self._writer.committed
