@@ -85,6 +85,16 @@ class BrowserPage:
         cx, cy = self.js("([x, y]) => window.collab.imageToClient(x, y)", [x, y])
         return cx, cy
 
+    def testid(self, testid: str) -> Any:
+        return self.page.locator(f"[data-testid={testid}]")
+
+    def drag(self, dx: float, dy: float, steps: int = 8) -> None:
+        x, y = self.viewer_center()
+        self.page.mouse.move(x, y)
+        self.page.mouse.down()
+        self.page.mouse.move(x + dx, y + dy, steps=steps)
+        self.page.mouse.up()
+
     def viewer_center(self) -> tuple[float, float]:
         box = self.page.locator("[data-testid=viewer]").bounding_box()
         return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2

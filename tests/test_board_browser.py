@@ -53,16 +53,6 @@ def route_missing(server: ServerProcess, path: str, token: str) -> bool:
 
 
 class Page(BrowserPage):
-    def testid(self, testid: str) -> Any:
-        return self.page.locator(f"[data-testid={testid}]")
-
-    def drag(self, dx: float, dy: float, steps: int = 8) -> None:
-        x, y = self.viewer_center()
-        self.page.mouse.move(x, y)
-        self.page.mouse.down()
-        self.page.mouse.move(x + dx, y + dy, steps=steps)
-        self.page.mouse.up()
-
     def toasts(self) -> list[str]:
         return self.page.locator(".toast").all_inner_texts()
 

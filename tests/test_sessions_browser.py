@@ -96,16 +96,6 @@ class Page(BrowserPage):
     def session(self) -> dict[str, Any]:
         return self.page.evaluate("window.collab.state().session")
 
-    def testid(self, testid: str) -> Any:
-        return self.page.locator(f"[data-testid={testid}]")
-
-    def drag(self, dx: float, dy: float, steps: int = 8) -> None:
-        x, y = self.viewer_center()
-        self.page.mouse.move(x, y)
-        self.page.mouse.down()
-        self.page.mouse.move(x + dx, y + dy, steps=steps)
-        self.page.mouse.up()
-
     def on_slide(self, slide_id: str, timeout: float = 20_000) -> None:
         self.page.wait_for_function(ON_SLIDE, arg=slide_id, timeout=timeout)
 
