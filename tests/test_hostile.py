@@ -444,3 +444,42 @@ def test_piecewise_parse_equals_a_whole_parse(raw: bytes) -> None:
 )
 def test_piecewise_parse_leaves_other_forms_to_a_whole_parse(raw: bytes) -> None:
     assert parse_features_piecewise(raw) is None
+
+
+def _ring(x: float, y: float, vertices: int, r: float = 40.0) -> list[list[float]]:
+    import math
+
+    ring = [[x + r * math.cos(2 * math.pi * i / vertices), y + r * math.sin(2 * math.pi * i / vertices)]
+            for i in range(vertices)]
+    return [*ring, ring[0]]
+
+
+async def test_a_large_import_is_written_in_chunks_that_let_the_room_breathe(live: LiveServer) -> None:
+    """A 150 MB import held the event loop for seconds while its Y.Maps were built and committed
+    in one transaction: past IMPORT_CHUNK_COORDINATES positions it is written chunk by chunk."""
+    from collab.annotations.guard import IMPORT_CHUNK_COORDINATES
+
+    await live.register_slide("big", width=100_000, height=100_000)
+    vertices = 5_000
+    count = 3 * IMPORT_CHUNK_COORDINATES // vertices + 1
+    fc = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": f"p{i}",
+         "geometry": {"type": "Polygon", "coordinates": [_ring(100 + 90 * i, 500, vertices)]},
+         "properties": {"objectType": "annotation"}} for i in range(count)]}
+    from collab.live.keys import RoomKey
+
+    async with live.client("big", user="watcher") as w:
+        guard = live.app.state.collab.rooms.get(RoomKey.slide("big")).policy
+        before = guard.corrections  # server transactions written
+        async with live.http("reviewer") as http:
+            r = await http.post("/api/slides/big/annotations", json=fc)
+            assert r.status_code == 201, r.text
+        await w.wait_for(lambda: len(w.annotations) == count, timeout=30)
+        assert guard.corrections - before >= 3  # one per chunk of positions, in order
+        small = {"type": "FeatureCollection", "features": fc["features"][:2]}
+        small["features"] = [{**f, "id": f"s{i}"} for i, f in enumerate(small["features"])]
+        before = guard.corrections
+        async with live.http("reviewer") as http:
+            assert (await http.post("/api/slides/big/annotations", json=small)).status_code == 201
+        await w.wait_for(lambda: len(w.annotations) == count + 2)
+        assert guard.corrections - before == 1  # a small import is one transaction

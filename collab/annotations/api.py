@@ -153,8 +153,7 @@ class AnnotationsApi:
             items, verdicts = await asyncio.to_thread(parse_and_check)
         else:
             items, verdicts = parse_and_check()
-        with paused_gc():
-            results = guard.import_records(items, verdicts, principal)
+        results = await guard.import_records(items, verdicts, principal)
         return JSONResponse({"created": [k for k, _ in items], "results": results}, status_code=201)
 
     async def audit(self, request: Request) -> Response:

@@ -21,6 +21,7 @@ from collections.abc import Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import shapely
 from pycrdt import Array, Doc, Map
 
 from collab.annotations.catalog import AnnotationCatalog, read_stored
@@ -40,6 +41,7 @@ from collab.annotations.fields import (
 )
 from collab.annotations.geometry import GeometryVerdict, merge_measurements
 from collab.auth import Principal
+from collab.gc_pause import paused_gc
 from collab.live.policy import RoomPolicy
 from collab.live.room import Room
 from collab.store import AuditRecord, Store
@@ -56,6 +58,8 @@ CORRECTION_DELAY = 0.010
 # transaction; the others in a worker thread, corrected when done.
 INLINE_CHECK_MAX_BYTES = 16 * 1024
 INLINE_CHECK_BUDGET = 64 * 1024
+# Positions written per server transaction by an import (about 2 MB of GeoJSON).
+IMPORT_CHUNK_COORDINATES = 100_000
 
 
 def now_ms() -> int:
@@ -491,7 +495,26 @@ class AnnotationGuard(RoomPolicy):
 
     # --- server-side imports ---------------------------------------------------------------
 
-    def import_records(
+    async def import_records(
+        self, items: list[tuple[str, dict[str, Any]]], verdicts: list[GeometryVerdict], principal: Principal
+    ) -> list[dict[str, Any]]:
+        """Write checked, stamped records as Y.Map values: one server transaction for an import of
+        up to IMPORT_CHUNK_COORDINATES positions (most imports), else one per chunk of that size,
+        in order, the event loop running between them. Building a 150 MB import's Y.Maps and its
+        commit in one go held the loop for 2-4 s (bench/RESULTS.md, "Fuzz (issue 11)")."""
+        results: list[dict[str, Any]] = []
+        start, budget = 0, IMPORT_CHUNK_COORDINATES
+        for end, verdict in enumerate(verdicts, start=1):
+            budget -= shapely.get_num_coordinates(verdict.shape) if verdict.shape is not None else 1
+            if budget <= 0 or end == len(verdicts):
+                with paused_gc():
+                    results.extend(self._import_chunk(items[start:end], verdicts[start:end], principal))
+                start, budget = end, IMPORT_CHUNK_COORDINATES
+                if end < len(verdicts):
+                    await asyncio.sleep(0)  # relays, other clients and other rooms go on meanwhile
+        return results
+
+    def _import_chunk(
         self, items: list[tuple[str, dict[str, Any]]], verdicts: list[GeometryVerdict], principal: Principal
     ) -> list[dict[str, Any]]:
         """Write checked, stamped records as Y.Map values in ONE server transaction."""
