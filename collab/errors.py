@@ -79,6 +79,7 @@ class PayloadTooLarge(BadRequest):
 
 class StoreError(CollabError):
     close_code = 1011
+    http_status = 503  # the store (or a room being reloaded from it) cannot take the write now
 
 
 class SecretNotFound(CollabError):

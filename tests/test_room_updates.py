@@ -247,3 +247,25 @@ def test_deep_values_within_the_limit_are_read() -> None:
     assert struct_ranges(deep_any_update(500)) == {123456: (0, 1)}
     with pytest.raises(ProtocolError):
         struct_ranges(deep_any_update(5000))
+
+
+async def test_an_update_that_would_wait_for_missing_content_is_refused(live: LiveServer, slide: str) -> None:
+    """Yrs keeps an update whose dependencies are missing pending: stored and relayed, it would be
+    in no snapshot, and a compaction would drop it. It is refused and the room reloaded."""
+    source: Doc = Doc()
+    source.get("annotations", type=Map)["a"] = {"x": 1}
+    first = source.get_state()
+    source.get("annotations", type=Map)["a"] = {"x": 2}  # depends on the first write
+    second = source.get_update(first)
+    async with live.client(slide, user="a") as good:
+        hostile = await live.client(slide, user="mallory").connect()
+        await hostile.send_raw(encode_update(second))  # without the first
+        assert await hostile.wait_closed() == 1002
+        assert "does not have" in (hostile.close_reason or "")
+        assert await good.wait_closed() == 1012  # the room reloads from the store
+    async with live.client(slide, user="b") as b:
+        assert "a" not in b.annotations
+        b.annotations["after"] = annotation(1)
+        await b.flush()
+    async with live.client(slide, user="c") as c:
+        await c.wait_for(lambda: "after" in c.annotations)

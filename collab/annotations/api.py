@@ -21,7 +21,7 @@ from collab.annotations.geojson import (
 )
 from collab.annotations.geometry import coordinates_depth_problem
 from collab.annotations.guard import AnnotationGuard
-from collab.errors import BadRequest, Forbidden
+from collab.errors import BadRequest, Forbidden, StoreError
 from collab.gc_pause import paused_gc
 from collab.http import JSONResponse, RequestAuth, parse_json, read_body
 from collab.live.keys import RoomKey
@@ -127,7 +127,7 @@ class AnnotationsApi:
         return JSONResponse(catalog.index.stats_bbox(*bbox, catalog.classification_of, mpp=catalog.mpp))
 
     async def import_annotations(self, request: Request) -> Response:
-        principal, _, guard = await self._room(request, write=True)
+        principal, room, guard = await self._room(request, write=True)
         raw = await read_body(request, self._settings.max_import_bytes)
 
         def parse_and_check() -> tuple[list[tuple[str, dict[str, Any]]], list[Any]]:
@@ -154,6 +154,9 @@ class AnnotationsApi:
         else:
             items, verdicts = parse_and_check()
         results = await guard.import_records(items, verdicts, principal)
+        await room.flush()  # answer 201 only once the import is committed
+        if room.failed:
+            raise StoreError("the import could not be stored")
         return JSONResponse({"created": [k for k, _ in items], "results": results}, status_code=201)
 
     async def audit(self, request: Request) -> Response:

@@ -127,6 +127,11 @@ class Presence:
         entries = [AwarenessEntry(cid, c.clock, c.state_json) for cid, c in self._clients.items()]
         return encode_awareness(encode_awareness_update(entries))
 
+    def user_of(self, client_id: int) -> str | None:
+        """The user whose presence uses `client_id`, if any (on this node or another)."""
+        current = self._clients.get(client_id)
+        return current.user_id if current is not None else None
+
     def encode_local(self) -> bytes | None:
         """The states of this node's clients (what another node that just loaded the room asks)."""
         entries = [
@@ -146,7 +151,7 @@ class Presence:
         decoded = decode_message(message)
         if not isinstance(decoded, AwarenessMessage):
             return
-        changed = False
+        accepted: list[AwarenessEntry] = []
         for entry in decode_awareness_update(decoded.payload):
             client_id = entry.client_id
             current = self._clients.get(client_id)
@@ -155,13 +160,14 @@ class Presence:
             if entry.clock < self._clocks.get(client_id, -1):
                 continue
             self._clocks[client_id] = entry.clock
-            changed = True
+            accepted.append(entry)
             if entry.state_json == NULL_STATE:
                 self._clients.pop(client_id, None)
                 continue
             user = _user_id(entry.state_json)
             self._clients[client_id] = _ClientPresence(None, user, entry.clock, entry.state_json, node=node)
-        if changed:
+        if accepted:  # only what was taken: a stale or overruled entry must not reach clients
+            message = encode_awareness(encode_awareness_update(accepted))
             metrics.AWARENESS_OUT.inc(self._broadcast(message, None))
 
     def drop_node(self, node: str) -> None:

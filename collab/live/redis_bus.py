@@ -49,6 +49,7 @@ class RedisBus:
         self._nodes: set[str] = set()  # other nodes heard from
         self._connected = False
         self._subscribed = False
+        self._found_at = -float(NODE_TTL)  # when messages last started flowing again
         self.on_reconnect = on_reconnect  # called when messages flow again after a loss
 
     @property
@@ -151,7 +152,10 @@ class RedisBus:
         while True:
             try:
                 await self._redis.set(key, b"1", ex=NODE_TTL)
-                for node in list(self._nodes):
+                # Right after an outage every node's key may have expired: wait one TTL for the
+                # others to heartbeat again before calling any of them gone.
+                recovering = asyncio.get_running_loop().time() - self._found_at < NODE_TTL
+                for node in [] if recovering else list(self._nodes):
                     if not await self._redis.exists(NODE_KEY_PREFIX + node):
                         self._nodes.discard(node)
                         log.warning("node %s stopped answering: dropping its clients' presence", node)
@@ -196,6 +200,7 @@ class RedisBus:
     def _found(self) -> None:
         if not self._connected and self._subscribed:
             self._connected = True
+            self._found_at = asyncio.get_running_loop().time()
             log.info("Redis answers: cross-node fan-out resumed")
             if self.on_reconnect is not None:
                 self.on_reconnect()

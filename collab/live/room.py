@@ -20,7 +20,7 @@ from typing import Any
 from pycrdt import Doc, merge_updates
 
 from collab import metrics
-from collab.errors import ProtocolError
+from collab.errors import ProtocolError, StoreError
 from collab.live.bus import Bus
 from collab.live.connection import Connection
 from collab.live.keys import RoomKey
@@ -97,6 +97,10 @@ class Room:
         # structs under that id would silently replace the owner's next ones (same id, same clock).
         self._client_owners: dict[int, str] = dict(client_owners or {})
         self._client_owners[doc.client_id] = SERVER_ORIGIN  # the server's own transactions
+        # The next clock of each Yjs client in the document: an update with structs past it that
+        # integrates nothing waits in Yrs for content the room does not have (pending, unseen by
+        # get_update(), so never in a snapshot) while it would be stored and counted as applied.
+        self._clocks: dict[int, int] = decode_state_vector(doc.get_state())
         self.failed = False
 
     # -- membership -------------------------------------------------------------------------
@@ -170,7 +174,7 @@ class Room:
             conn.send(encode_permission_denied(f"permission-denied: {refusal}"))
             return
         self.policy.before_apply(principal)
-        self._apply(conn, update)
+        self._apply(conn, update, ranges)
         metrics.UPDATES_IN.inc()
         if claims:
             self._client_owners.update(claims)
@@ -189,6 +193,11 @@ class Room:
         for client, (_first, end) in ranges.items():
             owner = self._client_owners.get(client)
             if owner is None:
+                # Presence shows everyone's client ids before they write: one another user is
+                # using may not be claimed from under them.
+                present = self.presence.user_of(client)
+                if present is not None and present != user_id:
+                    return f"client id {client} belongs to another user", {}
                 claims[client] = user_id
             elif owner != user_id:
                 foreign[client] = end
@@ -203,7 +212,7 @@ class Room:
                     return f"client id {client} belongs to another user", {}
         return None, claims
 
-    def _apply(self, conn: Connection, update: bytes) -> None:
+    def _apply(self, conn: Connection, update: bytes, ranges: dict[int, tuple[int, int]]) -> None:
         """Apply a client's update, or refuse it with a ProtocolError (1002) if pycrdt cannot.
 
         Yrs decodes an update before integrating it, so most bad updates change nothing and
@@ -229,6 +238,20 @@ class Room:
             raise ProtocolError(f"update rejected: {type(exc).__name__}: {exc}") from exc
         finally:
             self.doc.unobserve(subscription)
+        new = any(end > self._clocks.get(client, 0) for client, (_first, end) in ranges.items())
+        if new and not changed:
+            # Nothing integrated: it waits in Yrs for content another client never sent. It would
+            # be stored and relayed, yet missing from every snapshot: refuse it, reload the room.
+            conn.close_soon(ProtocolError.close_code, "update depends on content the room does not have")
+            self._fail("an update depends on content the room does not have", code=1012)
+            raise ProtocolError("update depends on content the room does not have")
+        self._note_clocks(ranges)
+
+    def _note_clocks(self, ranges: dict[int, tuple[int, int]]) -> None:
+        clocks = self._clocks
+        for client, (_first, end) in ranges.items():
+            if end > clocks.get(client, 0):
+                clocks[client] = end
 
     @contextlib.contextmanager
     def server_transaction(self) -> Iterator[None]:
@@ -243,6 +266,8 @@ class Room:
             # Its update would only exist once the outer transaction ends (and pycrdt cannot
             # subscribe inside a transaction): a caller error, said plainly.
             raise RuntimeError("Room.server_transaction() cannot run inside another transaction")
+        if self.failed:
+            raise StoreError(f"room {self.name} failed and is being reloaded")
         captured: list[bytes] = []
         subscription = self.doc.observe(lambda event: captured.append(event.update))
         try:
@@ -253,11 +278,15 @@ class Room:
             # Whatever was applied is stored, even if the writer failed half-way.
             changes = [u for u in captured if u != EMPTY_UPDATE]
             if changes:
-                self.persist_and_relay(_merged(changes), sender=None, owners={self.doc.client_id: SERVER_ORIGIN})
+                update = _merged(changes)
+                self._note_clocks(struct_ranges(update))
+                self.persist_and_relay(update, sender=None, owners={self.doc.client_id: SERVER_ORIGIN})
 
     def persist_and_relay(self, update: bytes, *, sender: Connection | None, owners: dict[int, str]) -> None:
         """Store an update already applied to the doc; relay it to the others once committed.
         `owners`: the user each of its Yjs client ids belongs to (told to the other nodes)."""
+        if self.failed:  # what this room holds is not what is stored: nothing more goes out of it
+            raise StoreError(f"room {self.name} failed and is being reloaded")
         self._full_state = None
         committed = self._store.append(self.name, update)
         self._last_commit = committed
@@ -324,25 +353,31 @@ class Room:
         self.learn_owners(owners)
         if last <= self.seq or self.failed:
             return  # already here (a message heard twice, or read from the store meanwhile)
-        self.apply_committed([update])
-        self._note_applied(first, last)
+        if self.apply_committed([update]):
+            self._note_applied(first, last)
 
-    def apply_committed(self, updates: list[bytes]) -> None:
-        """Apply updates some node already committed (bus messages, a catch-up from the store)."""
+    def apply_committed(self, updates: list[bytes]) -> bool:
+        """Apply updates some node already committed (bus messages, a catch-up from the store).
+        If one cannot be applied, the room is failed (its clients reconnect to a room reloaded
+        from the store) and False answered: the caller must not count it as applied, or a
+        compaction would delete an entry the snapshot does not hold."""
         changes = [u for u in updates if u != EMPTY_UPDATE]
         if not changes:
-            return
+            return True
         update = _merged(changes)
         self.policy.before_remote_apply()
         try:
             self.doc.apply_update(update)
         except Exception:
-            log.exception("a committed update from the store could not be applied", extra={"room": self.name})
-            return
+            log.exception("a committed update could not be applied", extra={"room": self.name})
+            self._fail("a committed update could not be applied", code=1012)
+            return False
+        self._note_clocks(struct_ranges(update))
         self._full_state = None
         self.policy.after_remote_apply()
         message = encode_update(update)
         metrics.UPDATES_OUT.inc(self.broadcast(message, None))
+        return True
 
     def learn_owners(self, owners: dict[int, str]) -> None:
         """Client ids other nodes saw claimed (the first claim, kept in the store, wins)."""
@@ -353,10 +388,6 @@ class Room:
         """Everything up to `seq` was read from the store and applied."""
         if seq > self.seq:
             self._note_applied(self.seq + 1, seq)
-
-    @property
-    def has_gap(self) -> bool:
-        return bool(self._ahead)
 
     def _note_applied(self, first: int, last: int) -> None:
         if first == self.seq + 1 and not self._ahead:
@@ -401,6 +432,8 @@ class Room:
 
     def compact(self) -> None:
         """Fold the room's log into one snapshot (safe at any crash point: one transaction)."""
+        if self.failed:
+            return  # never snapshot what may not be what is stored
         snapshot = self.doc.get_update()
         self._snapshot_bytes = len(snapshot)
         # The snapshot covers the log up to `self.seq` (every entry up to it is in the document).
@@ -429,6 +462,7 @@ class Room:
             return
         self.failed = True
         log.error("room %s failed: %s; closing its connections", self.name, why)
+        self.policy.close()  # no more corrections from the server's side either
         for conn in list(self.connections):
             conn.close_soon(code, why)
 

@@ -79,6 +79,9 @@ class RoomManager:
         """The loaded room for `key` (loading it if needed), for server-side changes."""
         async with self._lock(key):
             room = self._rooms.get(key)
+            if room is not None and room.failed:
+                self._drop(room)  # never serve (or write through) what may not be stored
+                room = None
             if room is None:
                 room = await self._load(key)
                 self._idle_since[key] = time.monotonic()
@@ -160,8 +163,8 @@ class RoomManager:
         room.learn_owners(since.client_owners)
         if since.updates:
             log.info("caught up %d entries from the store", len(since.updates), extra={"room": room.name})
-            room.apply_committed(since.updates)
-        room.caught_up(since.seq)
+        if room.apply_committed(since.updates):
+            room.caught_up(since.seq)
 
     def catch_up_all(self) -> None:
         """Messages flow again after a loss: every loaded room reads what it missed."""

@@ -157,7 +157,9 @@ def changes_nothing(doc: Doc, update: bytes) -> bool:
     state = doc.get_state()
     try:
         missing = get_update(update, state)  # the structs `doc` lacks, and the whole delete set
-    except (ValueError, RuntimeError) as exc:
+    except BaseException as exc:  # ValueError, RuntimeError or a Rust panic
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
         raise ProtocolError(f"update rejected: {exc}") from exc
     reader = Reader(missing)
     if reader.var_uint() != 0:

@@ -52,6 +52,8 @@ class SessionPolicy(RoomPolicy):
 
     def refuse_write(self, principal: Principal, update: bytes) -> str | None:
         presenter = read_state(self.room.doc)["presenter"]
+        if not principal.can_write:
+            return "read-only role"
         if principal.user_id == presenter:
             return None
         if not principal.can_present:
@@ -61,7 +63,9 @@ class SessionPolicy(RoomPolicy):
         try:
             trial.apply_update(self.room.doc.get_update())
             trial.apply_update(update)
-        except (ValueError, RuntimeError):
+        except BaseException as exc:  # ValueError, RuntimeError or a Rust panic
+            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                raise
             return None  # malformed: the room refuses it as a protocol error when applying it
         if read_state(trial)["presenter"] != principal.user_id:
             return "take over first: only the presenter changes the session"
