@@ -41,7 +41,7 @@ from collab.slides.demo import ensure_demo_slide
 from collab.slides.registry import SlideRegistry
 from collab.slides.tiles import SlideImages
 from collab.store import AuditRecord, create_store
-from collab.tickets import TicketRegistry
+from collab.tickets import RedisRedeemed, Tickets
 from collab.tokens import TokensApi
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,10 @@ class Collab:
         self.sessions_api = SessionsApi(
             self.api, self.sessions, self.slides, self.store, self.rooms, settings
         )
-        self.tickets = TicketRegistry(settings.ticket_seconds)
+        self.tickets = Tickets(
+            self.authenticator, settings.ticket_seconds,
+            RedisRedeemed(settings.redis_url) if settings.redis_url else None,
+        )
         self.tokens_api = TokensApi(self.api, self.authenticator, self.tickets, settings)
         self._drain_lock = asyncio.Lock()
         self._drained = False
@@ -270,6 +273,7 @@ def create_app(settings: Settings) -> Starlette:
                 collab.images.close()
             finally:
                 await collab.bus.stop()
+                await collab.tickets.close()
                 await collab.store.close()
 
     async def on_collab_error(request: Request, exc: Exception) -> Response:

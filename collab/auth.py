@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ALGORITHM = "HS256"
+TICKET = "ticket"  # the `typ` claim of connection tickets, which are never accepted as tokens
 _DATE_CLAIMS = ("exp", "iat", "nbf")
 
 
@@ -130,7 +131,39 @@ class TokenAuthenticator:
             value = claims.get(name)
             if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
                 raise Unauthorized(f"invalid token: claim {name!r} must be a number")
+        if claims.get("typ") == TICKET:
+            raise Unauthorized("invalid token: a connection ticket is not a token")
         return _principal_from_claims(claims)
+
+    def mint_ticket(self, principal: Principal, *, ttl: float, ticket_id: str) -> str:
+        """A signed ticket standing for `principal` for `ttl` seconds (collab/tickets.py)."""
+        claims = {
+            "typ": TICKET,
+            "jti": ticket_id,
+            "sub": principal.user_id,
+            "name": principal.name,
+            "site": principal.site,
+            "role": principal.role.value,
+            "slides": "*" if principal.slides is None else sorted(principal.slides),
+            "tok_exp": principal.expires_at,  # the token behind it still ends the connection
+            "exp": time.time() + ttl,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def open_ticket(self, ticket: str | None) -> tuple[Principal, str, float]:
+        """(principal, ticket id, expiry) of a valid ticket; Unauthorized otherwise."""
+        invalid = Unauthorized("invalid or expired ticket")
+        if not ticket:
+            raise invalid
+        try:
+            claims = jwt.decode(ticket, self._secret, algorithms=[ALGORITHM],
+                                options={"require": ["sub", "role", "exp", "jti"]})
+        except jwt.InvalidTokenError as exc:
+            raise invalid from exc
+        if claims.get("typ") != TICKET or not isinstance(claims.get("tok_exp"), int | float):
+            raise invalid
+        principal = _principal_from_claims({**claims, "exp": claims["tok_exp"]})
+        return principal, str(claims["jti"]), float(claims["exp"])
 
     def mint(
         self,

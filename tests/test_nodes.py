@@ -333,3 +333,15 @@ async def test_a_client_id_belongs_to_its_first_writer_on_every_node(cluster: Cl
             victim.annotations["b"] = annotation(3)
             await watcher.wait_for(lambda: "b" in watcher.annotations)
             assert "x" not in watcher.annotations
+
+
+async def test_a_ticket_from_one_node_opens_a_socket_on_another_once(cluster: Cluster) -> None:
+    """Behind a load balancer the WebSocket rarely reaches the node that issued its ticket."""
+    n1, n2 = cluster.node(), cluster.node()
+    await register(n1, "s")
+    async with httpx.AsyncClient(headers={"authorization": f"Bearer {token(user='dr-t')}"}) as http:
+        ticket = (await http.post(f"{n1.base_url}/api/tickets")).json()["ticket"]
+    async with YClient(f"{n2.ws_url}/ws/slides/s?ticket={ticket}") as joined:
+        assert joined.synced.is_set()
+    again = await YClient(f"{n1.ws_url}/ws/slides/s?ticket={ticket}").connect(wait_sync=False)
+    assert await again.wait_closed() == 4401  # single use across nodes (Redis)

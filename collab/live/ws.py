@@ -61,7 +61,7 @@ class RoomEndpoint:
         await send({"type": "websocket.accept"})
         principal: Principal | None = None
         try:
-            principal = self._admit(scope, doc_id)
+            principal = await self._admit(scope, doc_id)
             await self._check_document(doc_id, principal)
         except CollabError as exc:
             self._on_refusal(str(key), principal, type(exc).__name__, str(exc))
@@ -88,7 +88,7 @@ class RoomEndpoint:
             if self._per_user[principal.user_id] <= 0:
                 del self._per_user[principal.user_id]
 
-    def _admit(self, scope: Scope, doc_id: str) -> Principal:
+    async def _admit(self, scope: Scope, doc_id: str) -> Principal:
         headers = scope.get("headers", [])
         origin = header(headers, b"origin")
         settings = self._settings
@@ -97,7 +97,7 @@ class RoomEndpoint:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         if "ticket" in query:
             # A browser's single-use ticket: keeps the token itself out of URLs and logs.
-            principal = self._tickets.redeem(query["ticket"][0])
+            principal = await self._tickets.redeem(query["ticket"][0])
         else:
             principal = self._auth.authenticate((query.get("token") or [None])[0])
         if self._per_user[principal.user_id] >= self._settings.max_connections_per_user:
