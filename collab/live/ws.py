@@ -60,19 +60,22 @@ class RoomEndpoint:
             return
         await send({"type": "websocket.accept"})
         principal: Principal | None = None
+        counted = False
         try:
-            principal = await self._admit(scope, doc_id)
-            await self._check_document(doc_id, principal)
-        except CollabError as exc:
-            self._on_refusal(str(key), principal, type(exc).__name__, str(exc))
-            await send({"type": "websocket.close", "code": exc.close_code, "reason": str(exc)[:120]})
-            return
-        if self._rooms.closing:
-            await send({"type": "websocket.close", "code": 1001, "reason": "server shutting down"})
-            return
-        conn = Connection(receive, send, principal, str(key), self._settings)
-        self._per_user[principal.user_id] += 1
-        try:
+            try:
+                principal = await self._admit(scope, doc_id)
+                # Counted at once, before the next await: parallel connects see each other.
+                self._per_user[principal.user_id] += 1
+                counted = True
+                await self._check_document(doc_id, principal)
+            except CollabError as exc:
+                self._on_refusal(str(key), principal, type(exc).__name__, str(exc))
+                await send({"type": "websocket.close", "code": exc.close_code, "reason": str(exc)[:120]})
+                return
+            if self._rooms.closing:
+                await send({"type": "websocket.close", "code": 1001, "reason": "server shutting down"})
+                return
+            conn = Connection(receive, send, principal, str(key), self._settings)
             try:
                 room = await self._rooms.join(key, conn)
             except CollabError as exc:
@@ -84,9 +87,10 @@ class RoomEndpoint:
             finally:
                 self._rooms.leave(room, conn)
         finally:
-            self._per_user[principal.user_id] -= 1
-            if self._per_user[principal.user_id] <= 0:
-                del self._per_user[principal.user_id]
+            if counted and principal is not None:
+                self._per_user[principal.user_id] -= 1
+                if self._per_user[principal.user_id] <= 0:
+                    del self._per_user[principal.user_id]
 
     async def _admit(self, scope: Scope, doc_id: str) -> Principal:
         headers = scope.get("headers", [])
