@@ -167,7 +167,8 @@ class AnnotationGuard(RoomPolicy):
                 await asyncio.sleep(STORED_READ_DELAY)
             stored = await asyncio.to_thread(read_stored, state)
             for key, (record, fp) in stored.items():
-                self.known.setdefault(key, known_from_record(record, fp))
+                if key in self.annotations:  # not deleted since the load (by another node, say)
+                    self.known.setdefault(key, known_from_record(record, fp))
         except Exception:
             log.exception("reading the stored annotations failed", extra={"room": self.room.name})
             stored = {}

@@ -154,10 +154,6 @@ class PostgresStore(QueuedWrites):
 
     # -- group-committed writes: queued by QueuedWrites, committed here -------------------
 
-    @property
-    def committed_batches(self) -> int:
-        return self._writer.batches
-
     async def _commit_batch(self, ops: list[Op]) -> None:
         """One transaction for the whole batch, in submission order. A database that is down fails
         the batch (StoreError); the pool opens new connections once it answers again."""
