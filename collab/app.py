@@ -37,6 +37,7 @@ from collab.sessions.registry import SessionRegistry, may_join
 from collab.settings import Settings
 from collab.slides.api import SlidesApi
 from collab.slides.demo import ensure_demo_slide
+from collab.slides.dicomweb import DicomWebSlides, parse_credentials
 from collab.slides.registry import SlideRegistry
 from collab.slides.tiles import SlideImages
 from collab.store import AuditRecord, create_store
@@ -62,8 +63,12 @@ class Collab:
         self.rooms = RoomManager(self.store, self.bus, settings, self.policy_for)
         self.slides = SlideRegistry(self.store)
         self.images = SlideImages()
+        self.archive = DicomWebSlides(
+            parse_credentials(settings.dicomweb_auth),
+            timeout=settings.dicomweb_timeout, cache_bytes=settings.dicomweb_cache_bytes,
+        )
         self.api = RequestAuth(self.authenticator)
-        self.slides_api = SlidesApi(self.api, self.slides, self.images, settings)
+        self.slides_api = SlidesApi(self.api, self.slides, self.images, settings, self.archive)
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)
         self.sessions = SessionRegistry(self.store, self.slides)
         self.sessions_api = SessionsApi(
@@ -232,6 +237,7 @@ def create_app(settings: Settings) -> Starlette:
             try:
                 await collab.drain()  # already done when CollabServer shut down first
                 collab.images.close()
+                collab.archive.close()
             finally:
                 await collab.store.close()
 

@@ -1,0 +1,236 @@
+"""Slides from a real DICOMweb archive (Orthanc): registration, Deep Zoom tiles, archive down or slow."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from pycrdt import Map
+
+from collab.slides.demo import ensure_demo_slide
+from tests.conftest import make_settings, serving
+from tests.orthanc import OrthancArchive, running_orthanc
+from tests.waiting import wait_for_async
+
+DZ = "{http://schemas.microsoft.com/deepzoom/2008}"
+W, H = 3000, 2200  # not multiples of the tile sizes: the last column and row are partial
+MPP = 0.2527
+
+
+@pytest.fixture(scope="module")
+def demo_tiff(tmp_path_factory) -> Path:
+    return ensure_demo_slide(tmp_path_factory.mktemp("slides"), width=W, height=H, mpp=MPP).path
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory) -> Iterator[OrthancArchive]:
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as archive:
+        yield archive
+
+
+@pytest.fixture(scope="module")
+def dicom_slide(orthanc: OrthancArchive, demo_tiff: Path) -> tuple[str, str]:
+    return orthanc.dicomize(demo_tiff, mpp=MPP, width=W, height=H)
+
+
+def base_pixel_spacing(orthanc: OrthancArchive, study: str, series: str) -> float:
+    """Column spacing (mm) of the series' largest level, as the archive's metadata says."""
+    metadata = httpx.get(f"{orthanc.dicomweb}/studies/{study}/series/{series}/metadata", timeout=30).json()
+    base = max(metadata, key=lambda m: m["00480006"]["Value"][0])
+    shared = base["52009229"]["Value"][0]["00289110"]["Value"][0]
+    return float(shared["00280030"]["Value"][1])
+
+
+def _dzi(text: str) -> tuple[int, int, int, int]:
+    root = ET.fromstring(text)
+    size = root.find(f"{DZ}Size")
+    return int(size.get("Width")), int(size.get("Height")), int(root.get("TileSize")), int(root.get("Overlap"))
+
+
+def _levels(width: int, height: int) -> list[tuple[int, int]]:
+    out = [(width, height)]
+    while out[-1] != (1, 1):
+        w, h = out[-1]
+        out.append((max(1, (w + 1) // 2), max(1, (h + 1) // 2)))
+    return out[::-1]
+
+
+def _pixels(jpeg: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.int16)
+
+
+async def test_a_slide_registered_from_orthanc_serves_the_same_tiles_as_its_tiff(
+    orthanc, dicom_slide, demo_tiff, tmp_path
+):
+    study, series = dicom_slide
+    settings = make_settings(tmp_path / "data", slide_dirs=(str(demo_tiff.parent),))
+    async with serving(settings) as live, live.http("admin") as admin:
+        r = await admin.post("/api/slides", json={
+            "id": "pacs-1", "title": "From the archive",
+            "dicomweb": {"url": orthanc.dicomweb, "study": study, "series": series},
+        })
+        assert r.status_code == 201, r.text
+        r = await admin.post("/api/slides", json={"id": "tiff-1", "path": str(demo_tiff)})
+        assert r.status_code == 201, r.text
+
+        listed = {s["id"]: s for s in (await admin.get("/api/slides")).json()}
+        pacs = listed["pacs-1"]
+        assert (pacs["width"], pacs["height"]) == (W, H)  # the largest level's total pixel matrix
+        assert pacs["tiles"] == "/slides/pacs-1.dzi"
+        assert pacs["mpp"] == pytest.approx(base_pixel_spacing(orthanc, study, series) * 1000, rel=1e-6)
+        assert pacs["mpp"] == pytest.approx(MPP, rel=1e-4)
+        assert "dicomweb" not in pacs  # the archive's address stays on the server
+
+        dzi = await admin.get("/slides/pacs-1.dzi")
+        assert dzi.status_code == 200 and dzi.headers["content-type"] == "application/xml"
+        assert _dzi(dzi.text) == _dzi((await admin.get("/slides/tiff-1.dzi")).text)
+        width, height, tile, _overlap = _dzi(dzi.text)
+        assert (width, height) == (W, H)
+
+        levels = _levels(W, H)
+        differences = []
+        for level, (lw, lh) in enumerate(levels):
+            cols, rows = -(-lw // tile), -(-lh // tile)
+            for col in range(cols):
+                for row in range(rows):
+                    url = f"_files/{level}/{col}_{row}.jpeg"
+                    got = await admin.get(f"/slides/pacs-1{url}")
+                    want = await admin.get(f"/slides/tiff-1{url}")
+                    assert got.status_code == 200 and got.headers["content-type"] == "image/jpeg", got.text
+                    a, b = _pixels(got.content), _pixels(want.content)
+                    assert a.shape == b.shape, (level, col, row)
+                    differences.append((float(np.abs(a - b).mean()), level, col, row))
+        worst = max(differences)
+        # Both are JPEG re-encodings of the same JPEG tiles (the archive's at quality 90, the
+        # lower levels resampled by two libraries): only codec noise differs.
+        assert worst[0] < 4.0, worst
+        r = await admin.get(f"/slides/pacs-1_files/{len(levels)}/0_0.jpeg")
+        assert r.status_code == 404 and "error" in r.json()
+
+
+async def test_registration_refuses_what_is_not_a_slide_of_an_allowed_archive(orthanc, dicom_slide, tmp_path):
+    study, series = dicom_slide
+    settings = make_settings(tmp_path / "data", dicomweb_archives=(orthanc.dicomweb,))
+    async with serving(settings) as live, live.http("admin") as admin:
+        def body(**ref):
+            return {"id": "x", "dicomweb": {"url": orthanc.dicomweb, "study": study, "series": series} | ref}
+        r = await admin.post("/api/slides", json=body(url="http://127.0.0.1:9/dicom-web"))
+        assert r.status_code == 400 and "configured" in r.json()["error"]
+        r = await admin.post("/api/slides", json=body(series="1.2.3.4"))
+        assert r.status_code == 400 and "error" in r.json()
+        r = await admin.post("/api/slides", json=body(study="not a uid"))
+        assert r.status_code == 400 and "UID" in r.json()["error"]
+        async with live.http("reviewer") as reviewer:
+            assert (await reviewer.post("/api/slides", json=body())).status_code == 403
+
+
+class SwitchableProxy:
+    """A TCP proxy in front of the archive that can hold (slow) or drop (down) its connections."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.mode = "up"  # "up" | "slow" | "down"
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> SwitchableProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+        if mode == "down":
+            for writer in list(self._writers):
+                writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "down":
+            writer.close()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._pipe(reader, up_writer))
+                tg.create_task(self._pipe(up_reader, writer))
+        except* (OSError, asyncio.IncompleteReadError):
+            pass  # a dropped connection is what "down" means
+        finally:
+            for w in (writer, up_writer):
+                self._writers.discard(w)
+                w.close()
+
+    async def _hold(self) -> None:
+        # Hold the bytes (and the end of the stream: Orthanc drops idle connections after a
+        # second) so the archive seems never to answer.
+        while self.mode == "slow":  # noqa: ASYNC110 (a test's switch, polled)
+            await asyncio.sleep(0.05)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            await self._hold()
+            if self.mode == "down":
+                break
+            writer.write(data)
+            await writer.drain()
+        await self._hold()
+        writer.close()
+
+    async def close(self) -> None:
+        self.set_mode("down")
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+async def test_archive_down_or_slow_tiles_answer_502_or_504_and_the_room_keeps_working(
+    orthanc, dicom_slide, tmp_path
+):
+    study, series = dicom_slide
+    proxy = await SwitchableProxy(int(orthanc.url.rsplit(":", 1)[1])).start()
+    url = f"http://127.0.0.1:{proxy.port}/dicom-web"
+    try:
+        settings = make_settings(tmp_path / "data", dicomweb_timeout=1.0)
+        async with serving(settings) as live, live.http("admin") as admin:
+            r = await admin.post("/api/slides", json={"id": "pacs-2", "dicomweb": {
+                "url": url, "study": study, "series": series}})
+            assert r.status_code == 201, r.text
+
+            proxy.set_mode("slow")
+            r = await admin.get("/slides/pacs-2_files/12/3_3.jpeg")
+            assert r.status_code == 504, r.text
+            assert "did not answer in time" in r.json()["error"]
+
+            proxy.set_mode("down")
+            r = await admin.get("/slides/pacs-2_files/12/4_4.jpeg")
+            assert r.status_code == 502, r.text
+            assert "cannot be reached" in r.json()["error"]
+
+            # The room and its annotations do not depend on the archive.
+            async with live.client("pacs-2", "reviewer") as client:
+                client.annotations["a1"] = Map({"geometry": {"type": "Point", "coordinates": [10, 20]}})
+
+                async def stored() -> bool:
+                    got = (await admin.get("/api/slides/pacs-2/annotations")).json()
+                    return [f["id"] for f in got["features"]] == ["a1"]
+
+                await wait_for_async(stored, what="the annotation served while the archive is down")
+
+            proxy.set_mode("up")
+            r = await admin.get("/slides/pacs-2_files/12/4_4.jpeg")
+            assert r.status_code == 200, r.text
+    finally:
+        await proxy.close()
