@@ -23,6 +23,7 @@ from collab import metrics
 from collab.annotations.api import AnnotationsApi
 from collab.annotations.catalog import AnnotationCatalog
 from collab.annotations.guard import AnnotationGuard
+from collab.archive.api import ArchiveApi
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
 from collab.errors import CollabError, Forbidden
 from collab.http import JSONResponse, OriginCheck, RequestAuth, error_response
@@ -70,6 +71,7 @@ class Collab:
         self.api = RequestAuth(self.authenticator)
         self.slides_api = SlidesApi(self.api, self.slides, self.images, settings, self.archive)
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)
+        self.archive_api = ArchiveApi(self.api, self.rooms, self.slides, self.store, settings, self.archive)
         self.sessions = SessionRegistry(self.store, self.slides)
         self.sessions_api = SessionsApi(
             self.api, self.sessions, self.slides, self.store, self.rooms, settings
@@ -175,6 +177,7 @@ class Collab:
             Route("/metrics", metrics_text, methods=["GET"]),
             *self.slides_api.routes(),
             *self.annotations_api.routes(),
+            *self.archive_api.routes(),
             WebSocketRoute(
                 "/ws/slides/{doc_id:path}",
                 RoomEndpoint("slide", check_document=self.check_slide, **common),

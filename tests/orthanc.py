@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,10 @@ class OrthancArchive:
         The imaged size is given so the pixel spacing is the slide's mpp."""
         before = set(self.series())
         dataset = slide.with_suffix(".dataset.json")
-        dataset.write_text(json.dumps(DATASET | {"SeriesDescription": description}))
+        # A WSI image needs a frame of reference (the dicomizer writes none): what the
+        # exported annotations share with it.
+        frame = "2.25." + str(uuid.uuid4().int)
+        dataset.write_text(json.dumps(DATASET | {"SeriesDescription": description, "FrameOfReferenceUID": frame}))
         subprocess.run(
             [DICOMIZER, str(slide), f"--orthanc={self.url}/", f"--compression={compression}",
              f"--dataset={dataset}",

@@ -8,9 +8,11 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
+import highdicom as hd
 import httpx
 import numpy as np
 import pytest
+from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pycrdt import Map
 
@@ -234,3 +236,98 @@ async def test_archive_down_or_slow_tiles_answer_502_or_504_and_the_room_keeps_w
             assert r.status_code == 200, r.text
     finally:
         await proxy.close()
+
+
+TUMOR = {"name": "Tumor", "color": [200, 0, 0]}
+STROMA = {"name": "Stroma", "color": [0, 150, 0]}
+DRAWN = {
+    "p1": {"geometry": {"type": "Polygon", "coordinates": [[[100.25, 100.5], [900.75, 120], [850, 700.125],
+                                                            [120, 650], [100.25, 100.5]]]},
+           "classification": TUMOR},
+    "p2": {"geometry": {"type": "Polygon", "coordinates": [[[1000, 1000], [1400, 1000], [1400, 1300],
+                                                            [1000, 1000]]]},
+           "classification": TUMOR},
+    "l1": {"geometry": {"type": "LineString", "coordinates": [[10, 10], [2000.5, 1500.25], [2900, 100]]},
+           "classification": STROMA},
+    "pt": {"geometry": {"type": "Point", "coordinates": [1234.5, 876.25]}, "classification": None},
+}
+
+
+def _shape(feature: dict) -> tuple:
+    geometry = feature["geometry"]
+    coords = geometry["coordinates"]
+    flat = coords if geometry["type"] == "Point" else coords if geometry["type"] == "LineString" else coords[0]
+    return geometry["type"], np.asarray(flat, dtype=np.float64).reshape(-1, 2)
+
+
+async def test_annotations_exported_to_the_archive_as_dicom_and_imported_back(orthanc, dicom_slide, tmp_path):
+    study, series = dicom_slide
+    ref = {"url": orthanc.dicomweb, "study": study, "series": series}
+    async with serving(make_settings(tmp_path / "data")) as live, live.http("admin") as admin:
+        for slide_id in ("pacs-a", "pacs-b"):
+            r = await admin.post("/api/slides", json={"id": slide_id, "dicomweb": ref})
+            assert r.status_code == 201, r.text
+        async with live.client("pacs-a", "reviewer", user="dr-roubaix") as client:
+            for key, value in DRAWN.items():
+                client.annotations[key] = Map(value)
+
+            async def measured() -> bool:
+                got = (await admin.get("/api/slides/pacs-a/annotations")).json()["features"]
+                return len(got) == 4 and all(f["properties"].get("measurements") for f in got if f["id"] != "pt")
+
+            await wait_for_async(measured, what="the server's measurements")
+        source = {f["id"]: f for f in (await admin.get("/api/slides/pacs-a/annotations")).json()["features"]}
+
+        async with live.http("reviewer") as reviewer:
+            r = await reviewer.post("/api/slides/pacs-a/export/dicom")
+            assert r.status_code == 403 and "error" in r.json()
+        async with live.http("presenter", site="Mouscron", user="dr-mouscron") as presenter:
+            r = await presenter.post("/api/slides/pacs-a/export/dicom")
+        assert r.status_code == 201, r.text
+        exported = r.json()
+        assert exported["study"] == study and exported["series"] != series
+
+        # Found by QIDO-RS, and readable by highdicom.
+        async with httpx.AsyncClient() as http:
+            found = (await http.get(f"{orthanc.dicomweb}/instances",
+                                    params={"SOPInstanceUID": exported["instance"]})).json()
+        assert [f["0020000E"]["Value"][0] for f in found] == [exported["series"]]
+        client = DICOMwebClient(orthanc.dicomweb)
+        dataset = client.retrieve_instance(study, exported["series"], exported["instance"])
+        annotations = hd.ann.MicroscopyBulkSimpleAnnotations.from_dataset(dataset)
+        groups = {(g.label, g.graphic_type.value): g.number_of_annotations for g in annotations.get_annotation_groups()}
+        assert groups == {("Tumor", "POLYGON"): 2, ("Stroma", "POLYLINE"): 1, ("Unclassified", "POINT"): 1}
+        assert dataset.InstitutionName == "Mouscron"
+        assert "dr-roubaix" in annotations.get_annotation_groups()[0].AnnotationGroupDescription
+        assert dataset.ReferencedImageSequence[0].ReferencedSOPClassUID == "1.2.840.10008.5.1.4.1.1.77.1.6"
+
+        async with live.http("viewer") as viewer:
+            r = await viewer.post("/api/slides/pacs-b/import/dicom", json={"instance": exported["instance"]})
+            assert r.status_code == 403
+        async with live.http("reviewer") as reviewer:
+            r = await reviewer.post("/api/slides/pacs-b/import/dicom", json={"instance": exported["instance"]})
+            assert r.status_code == 201, r.text
+            assert len(r.json()["created"]) == 4
+            r = await reviewer.post("/api/slides/pacs-b/import/dicom", json={"instance": "1.2.3.4.5"})
+            assert r.status_code == 404 and "error" in r.json()
+        back = (await admin.get("/api/slides/pacs-b/annotations")).json()["features"]
+
+        def key(feature: dict) -> tuple:
+            kind, points = _shape(feature)
+            return kind, round(float(points[0][0]), 1)
+
+        assert sorted(map(key, back)) == sorted(map(key, source.values()))
+        by_key = {key(f): f for f in source.values()}
+        for feature in back:
+            original = by_key[key(feature)]
+            assert feature["properties"].get("classification") == original["properties"].get("classification")
+            _, points = _shape(feature)
+            _, want = _shape(original)
+            assert points.shape == want.shape
+            assert np.allclose(points, want.astype(np.float32), rtol=0, atol=1e-3)
+            for name, value in (original["properties"].get("measurements") or {}).items():
+                assert feature["properties"]["measurements"][name] == pytest.approx(value, rel=1e-5)
+
+        audit = (await admin.get("/api/slides/pacs-a/audit")).json()
+        assert any(a["action"] == "exported-dicom" and a["detail"]["instance"] == exported["instance"]
+                   for a in audit)
