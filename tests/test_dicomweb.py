@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import highdicom as hd
 import httpx
 import numpy as np
+import orjson
 import pytest
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
@@ -331,3 +333,34 @@ async def test_annotations_exported_to_the_archive_as_dicom_and_imported_back(or
         audit = (await admin.get("/api/slides/pacs-a/audit")).json()
         assert any(a["action"] == "exported-dicom" and a["detail"]["instance"] == exported["instance"]
                    for a in audit)
+
+
+async def test_finding_slides_in_the_archive_by_route_and_cli(orthanc, dicom_slide, tmp_path):
+    study, series = dicom_slide
+    async with serving(make_settings(tmp_path / "data")) as live, live.http("admin") as admin:
+        r = await admin.get("/api/archive/series", params={"url": orthanc.dicomweb})
+        assert r.status_code == 200, r.text
+        rows = {row["series"]: row for row in r.json()}
+        row = rows[series]
+        assert row["study"] == study and row["accession"] == "ACC-42"
+        assert row["series_description"] == "demo tissue" and row["study_date"]
+        assert (row["width"], row["height"]) == (W, H)
+        assert "TEST" not in r.text and "atient" not in r.text  # nothing of the patient
+        async with live.http("presenter") as presenter:
+            assert (await presenter.get("/api/archive/series", params={"url": orthanc.dicomweb})).status_code == 403
+        r = await admin.get("/api/archive/series", params={"url": "file:///etc"})
+        assert r.status_code == 400 and "error" in r.json()
+        # Registered by its UIDs, as listed.
+        r = await admin.post("/api/slides", json={"id": "listed", "dicomweb": {
+            "url": orthanc.dicomweb, "study": row["study"], "series": row["series"]}})
+        assert r.status_code == 201 and r.json()["width"] == W
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "collab", "archive", "list", "--url", orthanc.dicomweb, "--json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    listed = {row["series"]: row for row in orjson.loads(out)}
+    assert listed[series]["accession"] == "ACC-42" and listed[series]["width"] == W
+    assert b"TEST" not in out
