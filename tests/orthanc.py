@@ -59,6 +59,7 @@ class OrthancArchive:
     url: str  # the REST root, http://127.0.0.1:PORT
     process: subprocess.Popen[bytes]
     log_path: Path
+    auth: tuple[str, str] | None = None  # (user, password) when authentication is on
 
     @property
     def dicomweb(self) -> str:
@@ -77,6 +78,7 @@ class OrthancArchive:
         subprocess.run(
             [DICOMIZER, str(slide), f"--orthanc={self.url}/", f"--compression={compression}",
              f"--dataset={dataset}",
+             *([f"--username={self.auth[0]}", f"--password={self.auth[1]}"] if self.auth else []),
              f"--tile-width={tile}", f"--tile-height={tile}", "--jpeg-quality=90",
              # Swapped on purpose: Orthanc WSI 1.1 divides the imaged height by the pixel
              # width (and the reverse) for the pixel spacing; swapped, it is the slide's mpp.
@@ -88,7 +90,7 @@ class OrthancArchive:
         return added[0]
 
     def series(self) -> list[tuple[str, str]]:
-        found = httpx.get(f"{self.dicomweb}/series", timeout=10)
+        found = httpx.get(f"{self.dicomweb}/series", timeout=10, auth=self.auth)
         if found.status_code == 204:
             return []
         found.raise_for_status()
@@ -105,7 +107,9 @@ class OrthancArchive:
 
 
 @contextlib.contextmanager
-def running_orthanc(root: Path, timeout: float = 60) -> Iterator[OrthancArchive]:
+def running_orthanc(root: Path, timeout: float = 60, *, auth: tuple[str, str] | None = None
+                    ) -> Iterator[OrthancArchive]:
+    """Orthanc on free ports; with `auth`, HTTP basic authentication is on for that one user."""
     why = available()
     if why:
         pytest.skip(why)
@@ -119,7 +123,8 @@ def running_orthanc(root: Path, timeout: float = 60) -> Iterator[OrthancArchive]
         "DicomPort": dicom_port,
         "DicomAet": "COLLABTEST",
         "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
+        "AuthenticationEnabled": auth is not None,
+        "RegisteredUsers": dict([auth]) if auth else {},
         "Plugins": [str(PLUGIN)],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "HttpTimeout": 30,
@@ -129,14 +134,14 @@ def running_orthanc(root: Path, timeout: float = 60) -> Iterator[OrthancArchive]
     log_path = root / "orthanc.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen([ORTHANC, str(config_path)], stdout=log, stderr=subprocess.STDOUT)
-    archive = OrthancArchive(f"http://127.0.0.1:{http_port}", process, log_path)
+    archive = OrthancArchive(f"http://127.0.0.1:{http_port}", process, log_path, auth)
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"Orthanc exited: {log_path.read_text()[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{archive.url}/system", timeout=1).status_code == 200:
+                if httpx.get(f"{archive.url}/system", timeout=1, auth=auth).status_code == 200:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"Orthanc did not answer within {timeout} s")

@@ -364,3 +364,25 @@ async def test_finding_slides_in_the_archive_by_route_and_cli(orthanc, dicom_sli
     listed = {row["series"]: row for row in orjson.loads(out)}
     assert listed[series]["accession"] == "ACC-42" and listed[series]["width"] == W
     assert b"TEST" not in out
+
+
+async def test_archive_credentials_come_from_the_settings_and_go_nowhere_else(demo_tiff, tmp_path):
+    secret = "s3cret-Pa55"
+    with running_orthanc(tmp_path / "orthanc-auth", auth=("pacs", secret)) as archive:
+        study, series = archive.dicomize(demo_tiff, mpp=MPP, width=W, height=H)
+        body = {"id": "locked", "dicomweb": {"url": archive.dicomweb, "study": study, "series": series}}
+        async with serving(make_settings(tmp_path / "without")) as live, live.http("admin") as admin:
+            r = await admin.post("/api/slides", json=body)
+            assert r.status_code == 502 and "HTTP 401" in r.json()["error"], r.text
+        settings = make_settings(tmp_path / "with", dicomweb_auth=(f"{archive.dicomweb}=basic:pacs:{secret}",))
+        async with serving(settings) as live, live.http("admin") as admin:
+            r = await admin.post("/api/slides", json=body)
+            assert r.status_code == 201, r.text
+            seen = [r.text, (await admin.get("/api/slides")).text, (await admin.get("/slides/locked.dzi")).text]
+            tile = await admin.get("/slides/locked_files/12/1_1.jpeg")
+            assert tile.status_code == 200 and tile.headers["content-type"] == "image/jpeg"
+            async with live.http("presenter") as presenter:
+                r = await presenter.post("/api/slides/locked/export/dicom")
+                assert r.status_code == 400  # no annotations yet: nothing to store
+                seen.append(r.text)
+            assert not any(secret in text or "pacs:" in text for text in seen)

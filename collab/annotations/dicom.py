@@ -169,8 +169,9 @@ def to_dicom(
 
 
 def _person_name(user: str) -> str:
-    # A PN component may not hold '^' or '=' (component and group separators).
-    return "".join(c for c in user if c not in "^=\\")[:64] or "collab"
+    # A PN component may not hold '^' or '=' (component and group separators); the trailing
+    # caret says the whole name is one component (a user name, not family^given).
+    return ("".join(c for c in user if c not in "^=\\")[:63] or "collab") + "^"
 
 
 def from_dicom(dataset: Dataset) -> list[tuple[str, dict[str, Any]]]:
