@@ -386,3 +386,30 @@ async def test_archive_credentials_come_from_the_settings_and_go_nowhere_else(de
                 assert r.status_code == 400  # no annotations yet: nothing to store
                 seen.append(r.text)
             assert not any(secret in text or "pacs:" in text for text in seen)
+
+
+async def test_jpeg_2000_frames_are_decoded_too(orthanc, demo_tiff, tmp_path):
+    """Frames the archive keeps in JPEG 2000 (and cannot transcode: Orthanc answers 500 to a
+    request for JPEG baseline) are fetched as they are and decoded."""
+    study, series = orthanc.dicomize(demo_tiff, mpp=MPP, width=W, height=H, compression="jpeg2000",
+                                     description="demo tissue, JPEG 2000")
+    async with httpx.AsyncClient(base_url=orthanc.url) as rest:
+        instances = (await rest.get("/instances")).json()
+        syntaxes = {(await rest.get(f"/instances/{i}/metadata/TransferSyntax")).text for i in instances}
+    assert "1.2.840.10008.1.2.4.90" in syntaxes  # JPEG 2000 lossless
+    settings = make_settings(tmp_path / "data", slide_dirs=(str(demo_tiff.parent),))
+    async with serving(settings) as live, live.http("admin") as admin:
+        r = await admin.post("/api/slides", json={"id": "j2k", "dicomweb": {
+            "url": orthanc.dicomweb, "study": study, "series": series}})
+        assert r.status_code == 201, r.text
+        r = await admin.post("/api/slides", json={"id": "tiff", "path": str(demo_tiff)})
+        assert r.status_code == 201, r.text
+        # Re-encoding, the dicomizer also rebuilt the pyramid by halving (5 levels where the TIFF
+        # has 3): the lower levels are Orthanc's resampling, not the TIFF's, hence more leeway.
+        for url, leeway in (("12/0_0.jpeg", 4), ("12/5_4.jpeg", 4), ("12/11_8.jpeg", 4), ("11/2_2.jpeg", 12),
+                            ("10/1_1.jpeg", 12), ("8/0_0.jpeg", 12)):
+            got = await admin.get(f"/slides/j2k_files/{url}")
+            want = await admin.get(f"/slides/tiff_files/{url}")
+            assert got.status_code == 200, got.text
+            a, b = _pixels(got.content), _pixels(want.content)
+            assert a.shape == b.shape and float(np.abs(a - b).mean()) < leeway, url

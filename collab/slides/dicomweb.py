@@ -186,6 +186,23 @@ def _timed_out(exc: BaseException) -> bool:
     return any(isinstance(arg, ReadTimeoutError | TimeoutError) for arg in exc.args)
 
 
+class _ArchiveWebClient(WsiDicomWebClient):
+    """wsidicom's client, told that an archive refusing to transcode a frame with a 5xx means
+    "not in this transfer syntax": Orthanc 1.10 answers 500 (Cannot transcode image) where the
+    standard says 406, and wsidicom would give up on the series instead of trying the next."""
+
+    def is_transfer_syntax_supported(self, study_uid: Any, series_uid: Any, instance_uid: Any,
+                                     transfer_syntax: Any) -> bool:
+        try:
+            return super().is_transfer_syntax_supported(study_uid, series_uid, instance_uid, transfer_syntax)
+        except requests.HTTPError as exc:
+            if exc.response is not None and exc.response.status_code >= 500:
+                log.info("the archive cannot send frames as %s (HTTP %s)", transfer_syntax,
+                         exc.response.status_code, extra={"instance": str(instance_uid)})
+                return False
+            raise
+
+
 # --- a DICOM pyramid as an OpenSlide slide ----------------------------------------------------
 
 
@@ -364,7 +381,7 @@ class DicomWebSlides:
             return entry
 
     def _load(self, ref: SeriesRef) -> _Open:
-        client = WsiDicomWebClient(self.client(ref.url))
+        client = _ArchiveWebClient(self.client(ref.url))
         with archive_errors("opening the series"):
             try:
                 wsi = WsiDicom.open_web(client, ref.study, ref.series, settings=self._wsi_settings)
