@@ -1,4 +1,4 @@
-"""Command line: `collab serve`, `collab token` and `collab session create`."""
+"""Command line: `collab serve`, `collab token`, `collab session create` and `collab archive list`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from collab.archive.cli import add_archive_args, archive_command
 from collab.auth import Role, TokenAuthenticator, load_secret, signing_secret
 from collab.errors import SecretNotFound
 from collab.settings import Settings
@@ -88,6 +89,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     _serve_args(sub)
     _token_args(sub)
     _session_args(sub)
+    add_archive_args(sub)
     return parser.parse_args(argv)
 
 
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             return _token(args)
         if args.command == "session":
             return asyncio.run(_session_create(args))
+        if args.command == "archive":
+            return archive_command(args)
     except SecretNotFound as exc:
         print(f"collab {args.command}: {exc}", file=sys.stderr)
         return 2

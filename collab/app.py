@@ -23,6 +23,7 @@ from collab import metrics
 from collab.annotations.api import AnnotationsApi
 from collab.annotations.catalog import AnnotationCatalog
 from collab.annotations.guard import AnnotationGuard
+from collab.archive.api import ArchiveApi
 from collab.auth import Principal, TokenAuthenticator, signing_secret
 from collab.errors import CollabError, Forbidden, StoreError
 from collab.http import JSONResponse, OriginCheck, RequestAuth, error_response
@@ -38,6 +39,7 @@ from collab.sessions.registry import SessionRegistry, may_join
 from collab.settings import Settings
 from collab.slides.api import SlidesApi
 from collab.slides.demo import ensure_demo_slide
+from collab.slides.dicomweb import DicomWebSlides, parse_credentials
 from collab.slides.registry import SlideRegistry
 from collab.slides.tiles import SlideImages
 from collab.store import AuditRecord, create_store
@@ -67,9 +69,14 @@ class Collab:
             self.bus.on_reconnect = self.rooms.catch_up_all
         self.slides = SlideRegistry(self.store)
         self.images = SlideImages()
+        self.archive = DicomWebSlides(
+            parse_credentials(settings.dicomweb_auth),
+            timeout=settings.dicomweb_timeout, cache_bytes=settings.dicomweb_cache_bytes,
+        )
         self.api = RequestAuth(self.authenticator)
-        self.slides_api = SlidesApi(self.api, self.slides, self.images, settings)
+        self.slides_api = SlidesApi(self.api, self.slides, self.images, settings, self.archive)
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)
+        self.archive_api = ArchiveApi(self.api, self.rooms, self.slides, self.store, settings, self.archive)
         self.sessions = SessionRegistry(self.store, self.slides)
         self.sessions_api = SessionsApi(
             self.api, self.sessions, self.slides, self.store, self.rooms, settings
@@ -207,6 +214,7 @@ class Collab:
             Route("/metrics", metrics_text, methods=["GET"]),
             *self.slides_api.routes(),
             *self.annotations_api.routes(),
+            *self.archive_api.routes(),
             WebSocketRoute(
                 "/ws/slides/{doc_id:path}",
                 RoomEndpoint("slide", check_document=self.check_slide, **common),
@@ -271,6 +279,7 @@ def create_app(settings: Settings) -> Starlette:
                     poller.cancel()
                 await collab.drain()  # already done when CollabServer shut down first
                 collab.images.close()
+                collab.archive.close()
             finally:
                 await collab.bus.stop()
                 await collab.tickets.close()

@@ -25,6 +25,11 @@ class Settings:
     public_url: str | None = None  # base URL printed in links (default http://host:port); our own origin
     demo: bool = False
     slide_dirs: tuple[str, ...] = ()  # where POST /api/slides may open slide files; empty: <data>/slides
+    # The hospital archive (DICOMweb; docs/dicomweb.md)
+    dicomweb_archives: tuple[str, ...] = ()  # base URLs slides may come from; empty: any http(s) URL
+    dicomweb_auth: tuple[str, ...] = ()  # URL=bearer:TOKEN or URL=basic:USER:PASSWORD, per archive
+    dicomweb_timeout: float = 10.0  # seconds per archive request; past it tiles answer 504
+    dicomweb_cache_bytes: int = 256 * MiB  # frames kept from the archive, all slides together
     deflate: bool = False  # permessage-deflate (see bench/RESULTS.md for why it is off)
     log_level: str = "info"
 

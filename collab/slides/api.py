@@ -17,6 +17,7 @@ from collab.errors import BadRequest, Forbidden, NotFound
 from collab.http import JSONResponse, RequestAuth, read_json
 from collab.settings import Settings
 from collab.slides.demo import DEMO_FILENAME
+from collab.slides.dicomweb import DicomWebSlides, SeriesRef, parse_series_ref
 from collab.slides.registry import SlideRegistry, public_slide, validate_slide
 from collab.slides.tiles import SlideImageError, SlideImages
 
@@ -46,10 +47,12 @@ def confined_path(path: str, directories: Sequence[Path], also: Sequence[Path] =
 class SlidesApi:
     """Slides: list, register, and the tiles of the files the server opens itself."""
 
-    def __init__(self, auth: RequestAuth, slides: SlideRegistry, images: SlideImages, settings: Settings) -> None:
+    def __init__(self, auth: RequestAuth, slides: SlideRegistry, images: SlideImages, settings: Settings,
+                 archive: DicomWebSlides) -> None:
         self._auth = auth
         self._slides = slides
         self._images = images
+        self._archive = archive
         self._settings = settings
         # The demo slide (collab serve --demo) is written by the server itself under --data.
         self._also_allowed = (settings.data / DEMO_FILENAME,)
@@ -71,7 +74,9 @@ class SlidesApi:
         return JSONResponse(public_slide(record), status_code=200 if existed else 201)
 
     async def complete_slide(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Fill width, height and mpp of a slide file the server opens itself."""
+        """Fill width, height and mpp of a slide file or DICOMweb series the server opens itself."""
+        if "dicomweb" in record:
+            return await self._complete_dicomweb(record)
         if "path" not in record:
             return record
         path = confined_path(record["path"], self._settings.slide_directories, self._also_allowed)
@@ -90,10 +95,27 @@ class SlidesApi:
             raise BadRequest("the slide file has no microns per pixel: give mpp")
         return record
 
-    async def _slide_file(self, request: Request) -> str:
+    async def _complete_dicomweb(self, record: dict[str, Any]) -> dict[str, Any]:
+        ref = parse_series_ref(record["dicomweb"], self._settings.dicomweb_archives)
+        probed = await self._archive.probe(ref)  # ArchiveError: 502/504, not a slide: 400
+        record["dicomweb"] = ref.as_record()
+        for key in ("width", "height", "mpp"):
+            record.setdefault(key, probed[key])
+        if not record.get("mpp"):
+            raise BadRequest("the series has no pixel spacing: give mpp")
+        return record
+
+    async def _slide_image(self, request: Request) -> str | SeriesRef:
+        """The slide file, or the archive series, behind a tile request."""
         slide_id = request.path_params["slide_id"]
         self._auth.image_principal(request).require_slide(slide_id)
         record = await self._slides.get(slide_id)
+        if isinstance(record.get("dicomweb"), dict):
+            return SeriesRef(**record["dicomweb"])
+        return await self._slide_file(request, record)
+
+    async def _slide_file(self, request: Request, record: dict[str, Any]) -> str:
+        slide_id = record["id"]
         if not record.get("path"):
             raise NotFound(f"slide {slide_id!r} has no image served by this server")
         # Again at each read: the file may have been replaced by a link to elsewhere since, or
@@ -105,13 +127,20 @@ class SlidesApi:
         return path
 
     async def slide_dzi(self, request: Request) -> Response:
-        xml = await self._images.dzi(await self._slide_file(request))  # SlideImageError: 4xx
+        image = await self._slide_image(request)
+        if isinstance(image, SeriesRef):
+            xml = await self._archive.dzi(image)  # ArchiveError: 502/504
+        else:
+            xml = await self._images.dzi(image)  # SlideImageError: 4xx
         return Response(xml, media_type="application/xml")
 
     async def slide_tile(self, request: Request) -> Response:
-        path = await self._slide_file(request)
+        image = await self._slide_image(request)
         p = request.path_params
-        jpeg = await self._images.tile(path, p["level"], p["col"], p["row"])  # SlideImageError: 4xx
+        if isinstance(image, SeriesRef):
+            jpeg = await self._archive.tile(image, p["level"], p["col"], p["row"])  # ArchiveError: 502/504
+        else:
+            jpeg = await self._images.tile(image, p["level"], p["col"], p["row"])  # SlideImageError: 4xx
         return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     def routes(self) -> list[Route]:

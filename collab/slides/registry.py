@@ -11,7 +11,7 @@ from collab.store import Store
 SLIDE = "slide"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
-# What GET /api/slides shows; `path` stays on the server.
+# What GET /api/slides shows; `path` and the archive's address stay on the server.
 PUBLIC_SLIDE_FIELDS = ("id", "title", "width", "height", "mpp", "tiles")
 
 
@@ -39,7 +39,14 @@ def validate_slide(body: object) -> dict[str, Any]:
     record: dict[str, Any] = {"id": slide_id, "title": title[:500]}
     path = body.get("path")
     tiles = body.get("tiles")
-    if path is not None:
+    dicomweb = body.get("dicomweb")
+    if dicomweb is not None:
+        if path is not None or tiles is not None:
+            raise BadRequest("give one of path, tiles or dicomweb")
+        # Checked against the configured archives by the route (parse_series_ref).
+        record["dicomweb"] = dicomweb
+        record["tiles"] = f"/slides/{slide_id}.dzi"
+    elif path is not None:
         if not isinstance(path, str) or not path:
             raise BadRequest("path must be a file path the server can open")
         record["path"] = path
@@ -51,7 +58,7 @@ def validate_slide(body: object) -> dict[str, Any]:
     else:
         record["tiles"] = None
     for name, kind in (("width", int), ("height", int), ("mpp", float)):
-        if name in body or path is None:
+        if name in body or (path is None and dicomweb is None):
             record[name] = _positive(body, name, kind)
     return record
 

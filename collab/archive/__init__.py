@@ -1,0 +1,1 @@
+"""The hospital archive over DICOMweb: finding slides, annotations to and from it."""
