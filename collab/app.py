@@ -26,6 +26,9 @@ from collab.annotations.guard import AnnotationGuard
 from collab.auth import Principal, TokenAuthenticator, load_or_create_secret
 from collab.errors import CollabError, Forbidden
 from collab.http import JSONResponse, OriginCheck, RequestAuth, error_response
+from collab.layers.api import LayersApi
+from collab.layers.registry import LayerRegistry
+from collab.layers.sqlite import SqliteLayerStore
 from collab.live.bus import LocalBus
 from collab.live.keys import SESSION, SLIDE, RoomKey
 from collab.live.policy import RoomPolicy
@@ -69,6 +72,9 @@ class Collab:
         self.sessions_api = SessionsApi(
             self.api, self.sessions, self.slides, self.store, self.rooms, settings
         )
+        # Detection layers: a store of their own (bulk imports stay out of the live store's log).
+        self.layers = LayerRegistry(SqliteLayerStore(settings.data / "layers.sqlite3"))
+        self.layers_api = LayersApi(self.api, self.layers, self.slides, self.rooms, self.store, settings)
         self.tickets = TicketRegistry(settings.ticket_seconds)
         self.tokens_api = TokensApi(self.api, self.authenticator, self.tickets, settings)
         self._drain_lock = asyncio.Lock()
@@ -84,7 +90,8 @@ class Collab:
                 width=record["width"], height=record["height"], mpp=record.get("mpp"),
                 max_vertices=self.settings.max_vertices,
             )
-            return AnnotationGuard(self.store, catalog)
+            await self.layers.load_slide(key.id)  # live counts need the slide's layers in memory
+            return AnnotationGuard(self.store, catalog, cells=self.layers.cells_of(key.id))
         return RoomPolicy()
 
     async def check_session(self, session_id: str, principal: Principal) -> None:
@@ -170,6 +177,7 @@ class Collab:
             Route("/metrics", metrics_text, methods=["GET"]),
             *self.slides_api.routes(),
             *self.annotations_api.routes(),
+            *self.layers_api.routes(),
             WebSocketRoute(
                 "/ws/slides/{doc_id:path}",
                 RoomEndpoint("slide", check_document=self.check_slide, **common),
@@ -224,6 +232,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await collab.store.open()
+        await collab.layers.store.open()
         try:
             if settings.demo:
                 await collab.register_demo()
@@ -233,6 +242,7 @@ def create_app(settings: Settings) -> Starlette:
                 await collab.drain()  # already done when CollabServer shut down first
                 collab.images.close()
             finally:
+                await collab.layers.store.close()
                 await collab.store.close()
 
     async def on_collab_error(request: Request, exc: Exception) -> Response:
