@@ -13,12 +13,17 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 import shapely
+from hypothesis import example, given
+from hypothesis import strategies as st
 from pycrdt import Array, Map
 
 from collab.auth import TokenAuthenticator
 from collab.layers import binary
+from collab.layers.qupath import LayerParser
+from collab.layers.splitter import ArraySplitter
 from collab.live.keys import RoomKey
 from tests.conftest import SECRET, LiveServer, ServerProcess
 from tests.test_layers_data import cell_features, export_bytes, export_pieces, unusable_features
@@ -365,3 +370,55 @@ def test_large_import_keeps_memory_bounded(server_process: ServerProcess, tmp_pa
     assert sent > 100e6
     assert growth_mb < 80, growth_mb
     assert os.path.getsize(proc.data / "layers.sqlite3") < 200_000 * 150 * 1.5
+
+
+# --- the parser, without a server --------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(alphabet='ab,[]{}"\\é ', max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(alphabet='k,"\\]', max_size=3), inner,
+                                                               max_size=3),
+    max_leaves=12,
+)
+
+
+@given(values=st.lists(json_values, max_size=8), cuts=st.lists(st.integers(1, 10_000), max_size=12))
+@example(values=['\\', "]"], cuts=[2])  # a backslash at the end of a piece escapes the next
+def test_splitter_cuts_whole_elements_wherever_the_pieces_end(values: list[Any], cuts: list[int]) -> None:
+    body = orjson.dumps(values)[1:]
+    splitter = ArraySplitter()
+    got: list[Any] = []
+    previous = 0
+    for cut in [*sorted({c % (len(body) + 1) for c in cuts}), len(body)]:
+        if cut < previous:
+            continue
+        span = splitter.feed(body[previous:cut])
+        previous = cut
+        if span.strip():
+            got += orjson.loads(b"[" + span + b"]")
+    assert splitter.closed
+    assert got == values
+
+
+def _parse(body: bytes, piece: int = 4096) -> LayerParser:
+    parser = LayerParser(width=100_000, height=80_000)
+    for start in range(0, len(body), piece):
+        parser.feed(body[start : start + piece])
+    parser.finish()
+    return parser
+
+
+def test_both_json_paths_agree(cells: list[dict[str, Any]]) -> None:
+    """The usual layout goes through the splitter and orjson; another (a key before
+    "features") through ijson: same objects, classes and reasons."""
+    bad, reasons = unusable_features()
+    features = cells[:500] + bad + cells[500:1000]
+    usual = export_bytes(features)
+    other = orjson.dumps({"bbox": [0, 0, 1, 1], "type": "FeatureCollection", "features": features})
+    array = orjson.dumps(features)
+    results = []
+    for body in (usual, other, array):
+        parser = _parse(body)
+        results.append((parser.count, dict(parser.class_counts), dict(parser.skipped)))
+    assert results[0] == results[1] == results[2]
+    assert results[0][0] == 1000 and results[0][2] == reasons

@@ -62,7 +62,7 @@ def unusable_features() -> tuple[list[Any], dict[str, int]]:
          "properties": {"objectType": "detection"}},
         {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[1, 1], ["a", 2], [3, 1], [1, 1]]]},
          "properties": {"objectType": "detection"}},
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[x + 500_000, y] for x, y in square]]},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[x + 150_000, y] for x, y in square]]},
          "properties": {"objectType": "detection"}},
         {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
          "properties": {"objectType": "annotation"}},

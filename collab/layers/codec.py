@@ -60,21 +60,27 @@ def decode_points(blob: bytes) -> Points:
     return Points(ids, classes, xy)
 
 
-def encode_shapes(xy: np.ndarray, rings: list[tuple[np.ndarray, np.ndarray | None]]) -> bytes:
-    """`rings[i]` = (outline, nucleus or None) of object i, each an (m, 2) float array without
-    its closing vertex; `xy` the objects' centroids."""
-    counts = np.zeros((len(rings), 2), "<u2")
+def quantize(xy: np.ndarray) -> np.ndarray:
+    """Points (float, level-0 px) in 1/QUANTUM pixel (int64)."""
+    return np.round(np.asarray(xy, np.float64) * QUANTUM).astype(np.int64)
+
+
+def ring_deltas(ring: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """One ring (m, 2; no closing vertex) as int32 deltas from `origin` (the quantized centroid)."""
+    return np.diff(quantize(ring), axis=0, prepend=origin.reshape(1, 2)).astype("<i4")
+
+
+def encode_shapes(deltas: list[tuple[np.ndarray, np.ndarray | None]]) -> bytes:
+    """`deltas[i]` = (outline, nucleus or None) of object i, as ring_deltas gives them."""
+    counts = np.zeros((len(deltas), 2), "<u2")
     parts: list[np.ndarray] = []
-    origin = np.round(xy.astype(np.float64) * QUANTUM).astype(np.int64)
-    for i, (outline, nucleus) in enumerate(rings):
-        for j, ring in enumerate((outline, nucleus)):
-            if ring is None or len(ring) == 0:
-                continue
-            q = np.round(ring * QUANTUM).astype(np.int64)
-            deltas = np.diff(q, axis=0, prepend=origin[i : i + 1])
-            counts[i, j] = len(ring)
-            parts.append(deltas)
-    coords = np.concatenate(parts).astype("<i4") if parts else np.zeros((0, 2), "<i4")
+    for i, (outline, nucleus) in enumerate(deltas):
+        counts[i, 0] = len(outline)
+        parts.append(outline)
+        if nucleus is not None:
+            counts[i, 1] = len(nucleus)
+            parts.append(nucleus)
+    coords = np.concatenate(parts).astype("<i4", copy=False) if parts else np.zeros((0, 2), "<i4")
     return zlib.compress(counts.tobytes() + coords.tobytes(), 1)
 
 
@@ -92,7 +98,7 @@ def decode_shapes(blob: bytes, xy: np.ndarray) -> list[tuple[np.ndarray, np.ndar
     if len(raw) != 4 * n + 8 * total:
         raise CodecError("shapes blob does not match its vertex counts")
     deltas = np.frombuffer(raw, "<i4", 2 * total, 4 * n).reshape(total, 2).astype(np.int64)
-    origin = np.round(xy.astype(np.float64) * QUANTUM).astype(np.int64)
+    origin = quantize(xy)
     out: list[tuple[np.ndarray, np.ndarray | None]] = []
     at = 0
     for i in range(n):
