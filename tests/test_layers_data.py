@@ -67,6 +67,9 @@ def unusable_features() -> tuple[list[Any], dict[str, int]]:
         {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
          "properties": {"objectType": "annotation"}},
         "not a feature",
+        # Its centroid is on the slide, but vertices 1/8 px apart that far out overflow int32.
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [
+            [[0, 0], [3e8, 0], [-3e8, 30], [0, 0]]]}, "properties": {"objectType": "detection"}},
     ]
     reasons = {
         "no geometry": 1,
@@ -76,6 +79,7 @@ def unusable_features() -> tuple[list[Any], dict[str, int]]:
         "centroid outside the slide": 1,
         "objectType annotation is not a detection or cell": 1,
         "not a feature object": 1,
+        "outline reaching far outside the slide": 1,
     }
     return features, reasons
 
