@@ -70,18 +70,10 @@ def ring_deltas(ring: np.ndarray, origin: np.ndarray) -> np.ndarray:
     return np.diff(quantize(ring), axis=0, prepend=origin.reshape(1, 2)).astype("<i4")
 
 
-def encode_shapes(deltas: list[tuple[np.ndarray, np.ndarray | None]]) -> bytes:
-    """`deltas[i]` = (outline, nucleus or None) of object i, as ring_deltas gives them."""
-    counts = np.zeros((len(deltas), 2), "<u2")
-    parts: list[np.ndarray] = []
-    for i, (outline, nucleus) in enumerate(deltas):
-        counts[i, 0] = len(outline)
-        parts.append(outline)
-        if nucleus is not None:
-            counts[i, 1] = len(nucleus)
-            parts.append(nucleus)
-    coords = np.concatenate(parts).astype("<i4", copy=False) if parts else np.zeros((0, 2), "<i4")
-    return zlib.compress(counts.tobytes() + coords.tobytes(), 1)
+def encode_shape_arrays(counts: np.ndarray, coords: np.ndarray) -> bytes:
+    """`counts` (n, 2): vertices of each object's outline and nucleus; `coords`: their deltas
+    (ring_deltas), each object's outline then nucleus, in object order."""
+    return zlib.compress(counts.astype("<u2").tobytes() + coords.astype("<i4", copy=False).tobytes(), 1)
 
 
 def decode_shapes(blob: bytes, xy: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 import zlib
 from collections import Counter
-from dataclasses import dataclass, field
-from itertools import chain
+from dataclasses import dataclass
+from itertools import chain, pairwise
 from typing import Any
 
 import ijson
@@ -25,7 +25,7 @@ import numpy as np
 import orjson
 import shapely
 
-from collab.layers.codec import MAX_RING, Points, encode_points, encode_shapes, quantize, ring_deltas
+from collab.layers.codec import MAX_RING, Points, encode_points, encode_shape_arrays, quantize, ring_deltas
 from collab.layers.splitter import ArraySplitter
 
 UNCLASSIFIED = "Unclassified"
@@ -64,14 +64,6 @@ class Chunk:
 
 
 @dataclass(slots=True)
-class _Pending:
-    ids: list[int] = field(default_factory=list)
-    classes: list[int] = field(default_factory=list)
-    xy: list[tuple[float, float]] = field(default_factory=list)  # float32 values
-    deltas: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
 class _Rings:
     """A batch of single rings, flattened: their kept vertices and where each ring starts."""
 
@@ -83,7 +75,7 @@ class _Rings:
 
 class LayerParser:
     def __init__(self, *, width: float, height: float, gzip: bool = False, tile: int = 1024,
-                 chunk_max: int = 4096, buffer_max: int = 16_384) -> None:
+                 chunk_max: int = 4096, buffer_max: int = 32_768) -> None:
         self.width, self.height = width, height
         self.tile, self.chunk_max, self.buffer_max = tile, chunk_max, buffer_max
         self.count = 0
@@ -99,7 +91,7 @@ class LayerParser:
         self._in_object = False  # the array is a FeatureCollection's `features`
         self._coro: Any = None
         self._items: list[Any] = []
-        self._pending: dict[tuple[int, int], _Pending] = {}
+        self._batches: list[tuple[np.ndarray, ...]] = []  # (ids, classes, xy, counts, coords)
         self._buffered = 0
         # Vertices this far outside the slide cannot be packed (and are nobody's cell).
         self._far = 4 * max(width, height, 1.0)
@@ -142,8 +134,7 @@ class LayerParser:
             except ijson.JSONError as exc:
                 raise ParseError(f"not valid JSON: {exc}") from exc
             self._take(self._drain_items())
-        for key in list(self._pending):
-            out.extend(self._flush_tile(key))
+        out.extend(self._flush_all())
         return out
 
     def _feed_json(self, data: bytes, out: list[Chunk]) -> None:
@@ -212,12 +203,7 @@ class LayerParser:
 
     def _flush_full(self, out: list[Chunk]) -> None:
         if self._buffered >= self.buffer_max:
-            for key in list(self._pending):
-                out.extend(self._flush_tile(key))
-            return
-        for key, pending in list(self._pending.items()):
-            if len(pending.ids) >= self.chunk_max:
-                out.extend(self._flush_tile(key))
+            out.extend(self._flush_all())
 
     # --- features -------------------------------------------------------------------------
 
@@ -261,30 +247,31 @@ class LayerParser:
                     self.skipped[reason] += 1
             return
         kept = np.flatnonzero(rings.ok)
-        polygons = shapely.polygons(shapely.linearrings(rings.coords, indices=np.repeat(np.arange(len(kept)),
-                                                                                         rings.sizes)))
-        areas = shapely.area(polygons)
-        centroids = shapely.get_coordinates(shapely.centroid(polygons))
-        xy32 = centroids.astype(np.float32)
-        origins = quantize(xy32)
-        q = quantize(rings.coords)
-        deltas = np.diff(q, axis=0, prepend=q[:1])
-        starts = np.concatenate([[0], np.cumsum(rings.sizes)[:-1]]).astype(np.int64)
-        if len(kept):
-            deltas[starts] = q[starts] - origins
-        deltas = deltas.astype("<i4")
         for reason in rings.reasons:
             if reason is not None:
                 self.skipped[reason] += 1
-        nucleus_of = self._nuclei([nuclei[i] for i in kept.tolist()], origins)
-        for j, i in enumerate(kept.tolist()):
-            if not areas[j] > 0:
-                self.skipped[DEGENERATE] += 1
-                continue
-            outline = deltas[starts[j] : starts[j] + rings.sizes[j]]
-            reason = self._add(classes[i], float(xy32[j, 0]), float(xy32[j, 1]), outline, nucleus_of[j])
-            if reason is not None:
-                self.skipped[reason] += 1
+        if not len(kept):
+            return
+        polygons = shapely.polygons(shapely.linearrings(rings.coords, indices=np.repeat(np.arange(len(kept)),
+                                                                                         rings.sizes)))
+        areas = shapely.area(polygons)
+        xy32 = shapely.get_coordinates(shapely.centroid(polygons)).astype(np.float32)
+        origins = quantize(xy32)
+        deltas, starts = _deltas(rings.coords, rings.sizes, origins)
+        nuclei_coords, nuclei_starts, nuclei_sizes = self._nuclei([nuclei[i] for i in kept.tolist()], origins)
+        good = areas > 0
+        inside = (xy32[:, 0] >= 0) & (xy32[:, 0] <= self.width) & (xy32[:, 1] >= 0) & (xy32[:, 1] <= self.height)
+        for reason, n in ((DEGENERATE, int((~good).sum())), (OUTSIDE, int((good & ~inside).sum()))):
+            if n:
+                self.skipped[reason] += n
+        sel = np.flatnonzero(good & inside)
+        # Each object's outline then its nucleus, one after the other, in object order.
+        combined = np.concatenate([deltas, nuclei_coords])
+        seg_starts = np.column_stack([starts[sel], len(deltas) + nuclei_starts[sel]]).ravel()
+        seg_sizes = np.column_stack([rings.sizes[sel], nuclei_sizes[sel]]).ravel()
+        coords = combined[_gather(seg_starts, seg_sizes)]
+        counts = np.column_stack([rings.sizes[sel], nuclei_sizes[sel]])
+        self._push(np.asarray(classes, np.int64)[kept[sel]], xy32[sel], counts, coords)
 
     def _rings(self, raw: list[Any]) -> _Rings | None:
         """Flatten single rings of [x, y] vertices and judge each; None when some vertex is not
@@ -315,26 +302,29 @@ class LayerParser:
         keep[ends[closed] - 1] = False  # closing vertices
         return _Rings(ok, reasons, coords[keep], usable_sizes[ok])
 
-    def _nuclei(self, raw: list[Any], origins: np.ndarray) -> list[np.ndarray | None]:
-        """The nuclei of a batch as deltas from their cells' quantized centroids, vectorized; a
-        nucleus that cannot be used is dropped, its cell kept."""
+    def _nuclei(self, raw: list[Any], origins: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The nuclei of a batch as deltas from their cells' quantized centroids, vectorized:
+        (vertices, start and size of each object's nucleus; size 0 for none). A nucleus that
+        cannot be used is dropped, its cell kept."""
+        n = len(raw)
+        starts = np.zeros(n, np.int64)
+        sizes = np.zeros(n, np.int64)
         present = [j for j, r in enumerate(raw) if r is not None]
-        out: list[np.ndarray | None] = [None] * len(raw)
         rings = self._rings([raw[j] for j in present]) if present else None
-        if rings is None:
+        if rings is None:  # none, or a malformed one: one by one
+            parts, at = [], 0
             for j in present:
-                out[j] = self._nucleus_deltas(raw[j], origins[j])
-            return out
+                d = self._nucleus_deltas(raw[j], origins[j])
+                if d is not None:
+                    starts[j], sizes[j] = at, len(d)
+                    parts.append(d)
+                    at += len(d)
+            return (np.concatenate(parts) if parts else np.zeros((0, 2), "<i4")), starts, sizes
         owners = np.asarray(present, np.int64)[rings.ok]
-        q = quantize(rings.coords)
-        deltas = np.diff(q, axis=0, prepend=q[:1])
-        starts = np.concatenate([[0], np.cumsum(rings.sizes)[:-1]]).astype(np.int64)
-        if len(owners):
-            deltas[starts] = q[starts] - origins[owners]
-        deltas = deltas.astype("<i4")
-        for k, j in enumerate(owners.tolist()):
-            out[j] = deltas[starts[k] : starts[k] + rings.sizes[k]]
-        return out
+        deltas, ring_starts = _deltas(rings.coords, rings.sizes, origins[owners])
+        starts[owners] = ring_starts
+        sizes[owners] = rings.sizes
+        return deltas, starts, sizes
 
     def _nucleus_deltas(self, raw: Any, origin: np.ndarray) -> np.ndarray | None:
         """A nucleus that cannot be used is dropped; its cell is kept."""
@@ -435,20 +425,27 @@ class LayerParser:
     # --- buffering by tile ----------------------------------------------------------------------
 
     def _add(self, cls: int, cx: float, cy: float, outline: np.ndarray, nucleus: np.ndarray | None) -> str | None:
+        """One object (the one-by-one path)."""
         if not (0 <= cx <= self.width and 0 <= cy <= self.height):
             return OUTSIDE
-        key = (int(cx // self.tile), int(cy // self.tile))
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = self._pending[key] = _Pending()
-        pending.ids.append(self.count)
-        pending.classes.append(cls)
-        pending.xy.append((cx, cy))
-        pending.deltas.append((outline, nucleus))
-        self.count += 1
-        self.class_counts[self.class_names[cls]] += 1
-        self._buffered += 1
+        parts = [outline] if nucleus is None else [outline, nucleus]
+        counts = np.array([[len(outline), 0 if nucleus is None else len(nucleus)]], np.int64)
+        self._push(np.array([cls]), np.array([[cx, cy]], np.float32), counts, np.concatenate(parts))
         return None
+
+    def _push(self, classes: np.ndarray, xy32: np.ndarray, counts: np.ndarray, coords: np.ndarray) -> None:
+        """Buffer accepted objects (arrays of one batch); they are grouped by tile when flushed."""
+        k = len(classes)
+        if not k:
+            return
+        ids = np.arange(self.count, self.count + k, dtype=np.int64)
+        self.count += k
+        for index, n in enumerate(np.bincount(classes, minlength=len(self.class_names)).tolist()):
+            if n:
+                self.class_counts[self.class_names[index]] += n
+        self._batches.append((ids, classes.astype(np.uint16), xy32, counts.astype(np.int64),
+                              coords.astype("<i4", copy=False)))
+        self._buffered += k
 
     def _class_of(self, classification: Any) -> int:
         name, color = UNCLASSIFIED, None
@@ -475,18 +472,57 @@ class LayerParser:
             self.class_colors[index] = color
         return index
 
-    def _flush_tile(self, key: tuple[int, int]) -> list[Chunk]:
-        pending = self._pending.pop(key)
-        self._buffered -= len(pending.ids)
-        classes = np.asarray(pending.classes, np.uint16)
-        xy32 = np.asarray(pending.xy, np.float32)
-        points = Points(np.asarray(pending.ids, np.uint32), classes, xy32)
-        bbox = (float(xy32[:, 0].min()), float(xy32[:, 1].min()), float(xy32[:, 0].max()), float(xy32[:, 1].max()))
-        return [Chunk(
-            tile=key, count=len(points), bbox=bbox, points=encode_points(points),
-            shapes=encode_shapes(pending.deltas),
-            class_counts=np.bincount(classes, minlength=len(self.class_names)),
-        )]
+    def _flush_all(self) -> list[Chunk]:
+        """Every buffered object, grouped by tile (and at most chunk_max a chunk)."""
+        if not self._batches:
+            return []
+        batches, self._batches = self._batches, []
+        self._buffered = 0
+        ids, classes, xy, counts, coords = (np.concatenate(part) for part in zip(*batches, strict=True))
+        sizes = counts.sum(axis=1)
+        starts = np.cumsum(sizes) - sizes
+        tx = (xy[:, 0] // self.tile).astype(np.int64)
+        ty = (xy[:, 1] // self.tile).astype(np.int64)
+        order = np.lexsort((ids, ty, tx))
+        coords = coords[_gather(starts[order], sizes[order])]
+        ids, classes, xy, counts, tx, ty, sizes = (a[order] for a in (ids, classes, xy, counts, tx, ty, sizes))
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        new_tile = np.flatnonzero((np.diff(tx) != 0) | (np.diff(ty) != 0)) + 1
+        bounds = [0, *new_tile.tolist(), len(ids)]
+        chunks = []
+        for a0, b0 in pairwise(bounds):
+            for a in range(a0, b0, self.chunk_max):
+                b = min(a + self.chunk_max, b0)
+                part = xy[a:b]
+                chunks.append(Chunk(
+                    tile=(int(tx[a]), int(ty[a])), count=b - a,
+                    bbox=(float(part[:, 0].min()), float(part[:, 1].min()),
+                          float(part[:, 0].max()), float(part[:, 1].max())),
+                    points=encode_points(Points(ids[a:b].astype(np.uint32), classes[a:b], part)),
+                    shapes=encode_shape_arrays(counts[a:b], coords[offsets[a] : offsets[b]]),
+                    class_counts=np.bincount(classes[a:b], minlength=len(self.class_names)),
+                ))
+        return chunks
+
+
+def _gather(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Indices of the segments [start, start + size), one after the other."""
+    total = int(sizes.sum())
+    if not total:
+        return np.zeros(0, np.int64)
+    offsets = np.cumsum(sizes) - sizes
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, sizes)
+
+
+def _deltas(coords: np.ndarray, sizes: np.ndarray, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rings (flattened, `sizes` vertices each) as int32 deltas in 1/QUANTUM px: the first
+    vertex of ring i from origins[i], each next from the previous. Also where each ring starts."""
+    q = quantize(coords)
+    deltas = np.diff(q, axis=0, prepend=q[:1])
+    starts = (np.cumsum(sizes) - sizes).astype(np.int64)
+    if len(starts):
+        deltas[starts] = q[starts] - origins
+    return deltas.astype("<i4"), starts
 
 
 class _Unusable(Exception):

@@ -7,7 +7,9 @@ centroids, and two blobs (codec.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -96,45 +98,55 @@ class SqliteLayerStore:
 
     async def finish_import(self, meta: LayerMeta) -> None:
         try:
-            await self._regroup(meta.id)
-            await self.db.execute(
-                "UPDATE layers SET state = 'ready', meta = ? WHERE id = ?", (_meta_json(meta), meta.id)
-            )
-            await self.db.commit()
+            # One transaction on a connection of its own, in a worker thread: regrouping a
+            # million cells is thousands of statements, each a thread hop through aiosqlite.
+            await asyncio.to_thread(self._finish, meta)
         finally:
             self._next_chunk.pop(meta.id, None)
 
-    async def _regroup(self, layer_id: str) -> None:
+    def _finish(self, meta: LayerMeta) -> None:
+        db = sqlite3.connect(self.path, timeout=60)
+        try:
+            with db:
+                self._regroup(db, meta.id)
+                db.execute("UPDATE layers SET state = 'ready', meta = ? WHERE id = ?", (_meta_json(meta), meta.id))
+        finally:
+            db.close()
+
+    @staticmethod
+    def _regroup(db: sqlite3.Connection, layer_id: str) -> None:
         """Pieces of one tile written at different times (an export not in tile order) become
         chunks of up to MERGED_CHUNK_MAX objects, so that a query touches few rows."""
-        cursor = await self.db.execute(
-            "SELECT tx, ty FROM chunks WHERE layer_id = ? GROUP BY tx, ty HAVING count(*) > 1", (layer_id,)
-        )
-        for tx, ty in await cursor.fetchall():
-            cursor = await self.db.execute(
-                "SELECT chunk, count, x0, y0, x1, y1, points, shapes FROM chunks"
-                " WHERE layer_id = ? AND tx = ? AND ty = ? ORDER BY chunk", (layer_id, tx, ty),
+        pieces = db.execute(
+            "SELECT tx, ty, chunk, count FROM chunks WHERE layer_id = ? ORDER BY tx, ty, chunk", (layer_id,)
+        ).fetchall()
+        groups: list[list[tuple[int, int]]] = []  # (chunk, count) of the pieces merged together
+        tile = None
+        for tx, ty, chunk, count in pieces:
+            if (tx, ty) != tile or sum(c for _k, c in groups[-1]) + count > MERGED_CHUNK_MAX:
+                groups.append([])
+                tile = (tx, ty)
+            groups[-1].append((chunk, count))
+        merged: list[tuple[str, int]] = []
+        for group in groups:
+            if len(group) < 2:
+                continue
+            numbers = [k for k, _c in group]
+            marks = ",".join("?" * len(numbers))
+            rows = db.execute(
+                f"SELECT chunk, count, x0, y0, x1, y1, points, shapes, tx, ty FROM chunks"
+                f" WHERE layer_id = ? AND chunk IN ({marks}) ORDER BY chunk", (layer_id, *numbers),
+            ).fetchall()
+            points = concat_points([decode_points(r[6]) for r in rows])
+            shapes = concat_shapes([r[7] for r in rows], [r[1] for r in rows])
+            bbox = (min(r[2] for r in rows), min(r[3] for r in rows), max(r[4] for r in rows), max(r[5] for r in rows))
+            db.execute(
+                "UPDATE chunks SET count = ?, x0 = ?, y0 = ?, x1 = ?, y1 = ?, points = ?, shapes = ?"
+                " WHERE layer_id = ? AND chunk = ?",
+                (len(points), *bbox, encode_points(points), shapes, layer_id, numbers[0]),
             )
-            rows = await cursor.fetchall()
-            groups: list[list[tuple]] = [[]]
-            for row in rows:
-                if groups[-1] and sum(r[1] for r in groups[-1]) + row[1] > MERGED_CHUNK_MAX:
-                    groups.append([])
-                groups[-1].append(row)
-            for group in groups:
-                if len(group) < 2:
-                    continue
-                points = concat_points([decode_points(r[6]) for r in group])
-                shapes = concat_shapes([r[7] for r in group], [r[1] for r in group])
-                bbox = (min(r[2] for r in group), min(r[3] for r in group),
-                        max(r[4] for r in group), max(r[5] for r in group))
-                await self.db.executemany(
-                    "DELETE FROM chunks WHERE layer_id = ? AND chunk = ?", [(layer_id, r[0]) for r in group]
-                )
-                await self.db.execute(
-                    "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (layer_id, group[0][0], tx, ty, len(points), *bbox, encode_points(points), shapes),
-                )
+            merged.extend((layer_id, k) for k in numbers[1:])
+        db.executemany("DELETE FROM chunks WHERE layer_id = ? AND chunk = ?", merged)
 
     async def abort_import(self, layer_id: str) -> None:
         self._next_chunk.pop(layer_id, None)
