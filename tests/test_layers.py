@@ -422,3 +422,44 @@ def test_both_json_paths_agree(cells: list[dict[str, Any]]) -> None:
         results.append((parser.count, dict(parser.class_counts), dict(parser.skipped)))
     assert results[0] == results[1] == results[2]
     assert results[0][0] == 1000 and results[0][2] == reasons
+
+
+async def test_store_keeps_cells_compact_and_gives_space_back(tmp_path: Path) -> None:
+    """The real SQLite layer store: an export in random order (every tile's pieces regrouped)
+    takes at most 150 bytes a cell (8-vertex outline + nucleus) in the file, and a deleted layer
+    gives its pages back."""
+    import sqlite3
+
+    from collab.layers.sqlite import SqliteLayerStore
+    from collab.layers.store import LayerMeta
+
+    n = 60_000
+    raw = b"".join(export_pieces(n, box=(5000, 5000, 15_000, 15_000)))  # ~1,700 px² a cell
+    path = tmp_path / "layers.sqlite3"
+    store = SqliteLayerStore(path)
+    await store.open()
+    try:
+        await store.begin_import("L", "s")
+        parser = LayerParser(width=100_000, height=80_000)
+        for start in range(0, len(raw), 1 << 20):
+            await store.add_chunks("L", parser.feed(raw[start : start + (1 << 20)]))
+        await store.add_chunks("L", parser.finish())
+        await store.finish_import(LayerMeta("L", "s", "n", 0, parser.count, [], {}, {}))
+        assert parser.count == n
+        assert await store.stored_bytes("L") / n <= 150
+
+        def file_bytes() -> int:
+            db = sqlite3.connect(path)
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                assert db.execute("PRAGMA freelist_count").fetchone() == (0,)
+            finally:
+                db.close()
+            return path.stat().st_size
+
+        full = file_bytes()
+        assert full / n <= 150, full / n
+        assert await store.delete_layer("s", "L")
+        assert file_bytes() < full / 10
+    finally:
+        await store.close()

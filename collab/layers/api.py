@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +23,7 @@ from collab.annotations.guard import AnnotationGuard
 from collab.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
 from collab.http import JSONResponse, RequestAuth, read_json
 from collab.layers import binary
-from collab.layers.codec import decode_shapes
+from collab.layers.codec import Shapes, decode_shapes
 from collab.layers.index import LayerIndex, Selection
 from collab.layers.qupath import UNCLASSIFIED, LayerParser, ParseError
 from collab.layers.registry import LayerRegistry
@@ -205,38 +206,34 @@ class LayersApi:
             with_outlines = detail == "outlines" or (detail == "auto" and len(sel.rows) <= limit)
             if with_outlines and len(sel.rows) > self._settings.layer_outlines_max:
                 raise BadRequest(f"over {self._settings.layer_outlines_max} outlines: ask for points")
-            outlines = await self._outlines(index, sel) if with_outlines else None
+            rings = await self._rings(index, sel) if with_outlines else None
             blob = binary.encode(
                 [(c["name"], tuple(c["color"] or (160, 160, 160))) for c in index.meta.classes],
                 index.ids[sel.rows], index.classes[sel.rows],
                 np.stack([index.x[sel.rows], index.y[sel.rows]], axis=1),
-                [o for o, _n in outlines] if outlines is not None else None,
+                (rings.outline_sizes, rings.outlines) if rings is not None else None,
             )
             return Response(blob, media_type="application/octet-stream")
         if len(sel.rows) > limit:
             return JSONResponse(index.grid(sel, bbox))
-        rings = await self._outlines(index, sel)
-        features = [_feature(index, int(r), outline, nucleus) for r, (outline, nucleus) in zip(sel.rows, rings,
-                                                                                                 strict=True)]
-        return Response(orjson.dumps({"type": "FeatureCollection", "features": features}),
-                        media_type="application/json")
+        rings = await self._rings(index, sel)
+        return Response(orjson.dumps(_collection(index, sel, rings)), media_type="application/json")
 
-    async def _outlines(self, index: LayerIndex, sel: Selection) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    async def _rings(self, index: LayerIndex, sel: Selection) -> SelectedRings:
         """The rings of the selected objects, in their order, from the chunks they belong to."""
-        if len(sel.rows) == 0:
-            return []
         wanted = np.unique(sel.chunks)
         blobs = await self._layers.store.load_shapes(index.id, wanted.tolist())
 
-        def decode() -> list[tuple[np.ndarray, np.ndarray | None]]:
-            by_row: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        def decode() -> SelectedRings:
+            # The selection lists its rows chunk by chunk, in chunk order (LayerIndex.in_box).
+            parts = []
             for chunk in wanted.tolist():
                 start, end = index.chunk_span(chunk)
-                rings = decode_shapes(blobs[chunk], np.stack([index.x[start:end], index.y[start:end]], axis=1)
-                                      .astype(np.float32))
-                for offset, pair in enumerate(rings):
-                    by_row[start + offset] = pair
-            return [by_row[int(r)] for r in sel.rows]
+                xy = np.stack([index.x[start:end], index.y[start:end]], axis=1).astype(np.float32)
+                shapes = decode_shapes(blobs[chunk], xy)
+                local = sel.rows[(sel.rows >= start) & (sel.rows < end)] - start
+                parts.append(_pick(shapes, local))
+            return SelectedRings.concat(parts)
 
         return await asyncio.to_thread(decode) if len(sel.rows) > 2000 else decode()
 
@@ -287,21 +284,59 @@ class LayersApi:
         ]
 
 
-def _ring_json(ring: np.ndarray) -> list[list[float]]:
-    closed = np.concatenate([ring, ring[:1]])
-    return closed.tolist()
+@dataclass(slots=True)
+class SelectedRings:
+    """Outlines and nuclei of selected objects, in selection order, flattened."""
+
+    outline_sizes: np.ndarray
+    outlines: np.ndarray
+    nucleus_sizes: np.ndarray
+    nuclei: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: list[SelectedRings]) -> SelectedRings:
+        if not parts:
+            empty = np.zeros(0, np.int64)
+            return cls(empty, np.zeros((0, 2)), empty, np.zeros((0, 2)))
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in
+                     ("outline_sizes", "outlines", "nucleus_sizes", "nuclei")))
 
 
-def _feature(index: LayerIndex, row: int, outline: np.ndarray, nucleus: np.ndarray | None) -> dict[str, Any]:
-    cls = index.meta.classes[int(index.classes[row])]
-    classification = None if cls["name"] == UNCLASSIFIED else {"name": cls["name"], "color": cls["color"]}
-    feature: dict[str, Any] = {
-        "type": "Feature",
-        "id": int(index.ids[row]),
-        "geometry": {"type": "Polygon", "coordinates": [_ring_json(outline)]},
-        "properties": {"objectType": "cell" if nucleus is not None else "detection",
-                       "classification": classification},
-    }
-    if nucleus is not None:
-        feature["nucleusGeometry"] = {"type": "Polygon", "coordinates": [_ring_json(nucleus)]}
-    return feature
+def _gather(starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    total = int(sizes.sum())
+    offsets = np.cumsum(sizes) - sizes
+    return np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, sizes)
+
+
+def _pick(shapes: Shapes, local: np.ndarray) -> SelectedRings:
+    sizes, starts = shapes.counts[local], shapes.offsets[local]
+    return SelectedRings(sizes[:, 0], shapes.coords[_gather(starts[:, 0], sizes[:, 0])],
+                         sizes[:, 1], shapes.coords[_gather(starts[:, 1], sizes[:, 1])])
+
+
+def _polygon(ring: np.ndarray) -> dict[str, Any]:
+    return {"type": "Polygon", "coordinates": [np.concatenate([ring, ring[:1]]).tolist()]}
+
+
+def _collection(index: LayerIndex, sel: Selection, rings: SelectedRings) -> dict[str, Any]:
+    classifications = [
+        None if c["name"] == UNCLASSIFIED else {"name": c["name"], "color": c["color"]} for c in index.meta.classes
+    ]
+    o_end = np.cumsum(rings.outline_sizes).tolist()
+    n_end = np.cumsum(rings.nucleus_sizes).tolist()
+    features = []
+    o_at = n_at = 0
+    for i, (object_id, cls) in enumerate(zip(index.ids[sel.rows].tolist(), index.classes[sel.rows].tolist(),
+                                             strict=True)):
+        feature: dict[str, Any] = {
+            "type": "Feature",
+            "id": object_id,
+            "geometry": _polygon(rings.outlines[o_at : o_end[i]]),
+            "properties": {"objectType": "cell" if n_end[i] > n_at else "detection",
+                           "classification": classifications[cls]},
+        }
+        if n_end[i] > n_at:
+            feature["nucleusGeometry"] = _polygon(rings.nuclei[n_at : n_end[i]])
+        o_at, n_at = o_end[i], n_end[i]
+        features.append(feature)
+    return {"type": "FeatureCollection", "features": features}

@@ -23,7 +23,9 @@ class Decoded:
 
 
 def encode(classes: list[tuple[str, tuple[int, int, int]]], ids: np.ndarray, class_index: np.ndarray,
-           xy: np.ndarray, outlines: list[np.ndarray] | None) -> bytes:
+           xy: np.ndarray, outlines: tuple[np.ndarray, np.ndarray] | None) -> bytes:
+    """`outlines`: (vertex count of each object's outline, all their vertices one after the
+    other), or None for points only."""
     parts = [_HEAD.pack(MAGIC, FLAG_OUTLINES if outlines is not None else 0, 0, len(classes), len(ids))]
     for name, (r, g, b) in classes:
         raw = name.encode()[:255]
@@ -32,9 +34,9 @@ def encode(classes: list[tuple[str, tuple[int, int, int]]], ids: np.ndarray, cla
     parts.append(class_index.astype("<u2").tobytes())
     parts.append(xy.astype("<f4").tobytes())
     if outlines is not None:
-        parts.append(np.array([len(o) for o in outlines], "<u2").tobytes())
-        if outlines:
-            parts.append(np.concatenate(outlines).astype("<f4").tobytes())
+        sizes, coords = outlines
+        parts.append(sizes.astype("<u2").tobytes())
+        parts.append(coords.astype("<f4").tobytes())
     return b"".join(parts)
 
 

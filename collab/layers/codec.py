@@ -76,8 +76,19 @@ def encode_shape_arrays(counts: np.ndarray, coords: np.ndarray) -> bytes:
     return zlib.compress(counts.astype("<u2").tobytes() + coords.astype("<i4", copy=False).tobytes(), 1)
 
 
-def decode_shapes(blob: bytes, xy: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """The rings of each object, in level-0 pixels (float64), without closing vertices."""
+@dataclass(slots=True)
+class Shapes:
+    """The rings of a chunk's objects: ring j (0 outline, 1 nucleus) of object i is
+    coords[offsets[i, j] : offsets[i, j] + counts[i, j]] (no closing vertex; 0 vertices: none)."""
+
+    counts: np.ndarray  # int64 (n, 2)
+    offsets: np.ndarray  # int64 (n, 2)
+    coords: np.ndarray  # float64 (total, 2), level-0 pixels
+
+
+def decode_shapes(blob: bytes, xy: np.ndarray) -> Shapes:
+    """Undo encode_shape_arrays for the objects whose stored centroids are `xy` (float32),
+    vectorized: one running sum over every vertex, restarted at each ring."""
     try:
         raw = zlib.decompress(blob)
     except zlib.error as exc:
@@ -90,22 +101,16 @@ def decode_shapes(blob: bytes, xy: np.ndarray) -> list[tuple[np.ndarray, np.ndar
     if len(raw) != 4 * n + 8 * total:
         raise CodecError("shapes blob does not match its vertex counts")
     deltas = np.frombuffer(raw, "<i4", 2 * total, 4 * n).reshape(total, 2).astype(np.int64)
-    origin = quantize(xy)
-    out: list[tuple[np.ndarray, np.ndarray | None]] = []
-    at = 0
-    for i in range(n):
-        rings: list[np.ndarray | None] = []
-        for j in range(2):
-            m = int(counts[i, j])
-            if m == 0:
-                rings.append(None)
-                continue
-            q = np.cumsum(deltas[at : at + m], axis=0) + origin[i]
-            rings.append(q / QUANTUM)
-            at += m
-        outline = rings[0] if rings[0] is not None else np.zeros((0, 2))
-        out.append((outline, rings[1]))
-    return out
+    sizes = counts.ravel()
+    starts = np.cumsum(sizes) - sizes
+    used = sizes > 0
+    deltas[starts[used]] += np.repeat(quantize(xy), 2, axis=0)[used]  # first vertex: from the centroid
+    running = np.cumsum(deltas, axis=0)
+    before = np.zeros((len(sizes), 2), np.int64)
+    later = used & (starts > 0)
+    before[later] = running[starts[later] - 1]
+    running -= np.repeat(before, sizes, axis=0)
+    return Shapes(counts, starts.reshape(n, 2), running / QUANTUM)
 
 
 def concat_points(parts: list[Points]) -> Points:

@@ -62,6 +62,9 @@ class SqliteLayerStore:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = await aiosqlite.connect(self.path)
+        # An import writes its pieces, then regroups them: give the freed pages back to the
+        # file system (set when the file is created; takes effect only then).
+        await self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.executescript(_SCHEMA)
@@ -110,6 +113,7 @@ class SqliteLayerStore:
             with db:
                 self._regroup(db, meta.id)
                 db.execute("UPDATE layers SET state = 'ready', meta = ? WHERE id = ?", (_meta_json(meta), meta.id))
+            db.executescript("PRAGMA incremental_vacuum;")  # stepped to the end (execute steps once: one page)
         finally:
             db.close()
 
@@ -178,6 +182,7 @@ class SqliteLayerStore:
             return False
         await self._delete(layer_id)
         await self.db.commit()
+        await self.db.executescript("PRAGMA incremental_vacuum;")  # stepped to the end (execute frees one page)
         return True
 
     async def load_points(self, layer_id: str) -> list[PointsRow]:
