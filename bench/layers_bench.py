@@ -13,8 +13,8 @@ a child process (fresh data dir), and measures:
   file itself (after a WAL checkpoint);
 - viewport queries: random 1920 x 1080 px boxes inside the cells' area, as the browser asks
   (binary with outlines) and as GeoJSON; p50 / p99 of the HTTP round trip;
-- counts: `POST .../count` with random 5,000-vertex star outlines (radius 2,000-8,000 px);
-  p50 / p99 of the HTTP round trip.
+- counts: `POST .../count` with random 5,000-vertex outlines (radius 2,000-8,000 px), smooth
+  (hand-drawn-like) and zigzag (the worst case: see `outline`); p50 / p99 of the HTTP round trip.
 """
 
 from __future__ import annotations
@@ -51,11 +51,17 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def star(rng: np.random.Generator, n: int) -> dict:
+def outline(rng: np.random.Generator, n: int, *, zigzag: bool) -> dict:
+    """A region outline of n vertices, radius 2,000-8,000 px: smooth lobes with a little jitter,
+    as a hand-drawn tumour outline; or (zigzag) every other vertex 10 % further in, so that the
+    outline's edge is a band hundreds of pixels wide (the worst case for a centroid count)."""
     cx, cy = rng.uniform(AREA[0] + 8000, AREA[2] - 8000), rng.uniform(AREA[1] + 8000, AREA[3] - 8000)
     r = rng.uniform(2000, 8000)
     angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    radii = r * (0.75 + 0.25 * np.sin(angles * 7)) * np.where(np.arange(n) % 2 == 0, 1.0, 0.9)
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    radii = r * (1 + 0.2 * np.sin(angles * 3 + phase[0]) + 0.1 * np.sin(angles * 7 + phase[1])
+                 + 0.05 * np.sin(angles * 17 + phase[2]))
+    radii *= np.where(np.arange(n) % 2 == 0, 1.0, 0.9) if zigzag else rng.uniform(0.998, 1.002, n)
     ring = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)]).round(2).tolist()
     return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
 
@@ -186,18 +192,20 @@ def viewports(http: httpx.Client, layer: str, n: int) -> dict:
 
 
 def counts(http: httpx.Client, layer: str, n: int) -> dict:
-    rng = np.random.default_rng(4)
     url = f"/api/slides/bench/layers/{layer}/count"
-    times, totals = [], []
-    for _ in range(n):
-        body = {"geometry": star(rng, 5000)}
-        t = time.perf_counter()
-        r = http.post(url, json=body)
-        times.append((time.perf_counter() - t) * 1000)
-        r.raise_for_status()
-        totals.append(r.json()["total"])
-    out = {"count_5000_vertices_ms": {"p50": round(pct(times, 50), 1), "p99": round(pct(times, 99), 1)},
-           "count_cells_mean": round(statistics.mean(totals))}
+    out: dict = {}
+    for name, zigzag in (("smooth", False), ("zigzag", True)):
+        rng = np.random.default_rng(4)
+        times, totals = [], []
+        for _ in range(n):
+            body = {"geometry": outline(rng, 5000, zigzag=zigzag)}
+            t = time.perf_counter()
+            r = http.post(url, json=body)
+            times.append((time.perf_counter() - t) * 1000)
+            r.raise_for_status()
+            totals.append(r.json()["total"])
+        out[f"count_5000_vertices_{name}_ms"] = {"p50": round(pct(times, 50), 1), "p99": round(pct(times, 99), 1)}
+        out[f"count_{name}_cells_mean"] = round(statistics.mean(totals))
     print(f"counts: {out}", flush=True)
     return out
 

@@ -197,7 +197,7 @@ class LayersApi:
         text = q.get("limit", str(self._settings.layer_query_limit))
         if not text.isdigit():
             raise BadRequest("limit must be a whole number")
-        limit = int(text)
+        limit = min(int(text), self._settings.layer_outlines_max)  # a listing is never unbounded
         sel = index.in_box(*bbox)
         if q.get("format") == "binary":
             detail = q.get("detail", "auto")
@@ -223,6 +223,8 @@ class LayersApi:
         """The rings of the selected objects, in their order, from the chunks they belong to."""
         wanted = np.unique(sel.chunks)
         blobs = await self._layers.store.load_shapes(index.id, wanted.tolist())
+        if len(blobs) < len(wanted):
+            raise NotFound(f"layer {index.id} was deleted meanwhile")
 
         def decode() -> SelectedRings:
             # The selection lists its rows chunk by chunk, in chunk order (LayerIndex.in_box).

@@ -61,7 +61,8 @@ class SqliteLayerStore:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
+        # Imports publish in one transaction of a few seconds (finish_import): writers wait.
+        self._db = await aiosqlite.connect(self.path, timeout=60)
         # An import writes its pieces, then regroups them: give the freed pages back to the
         # file system (set when the file is created; takes effect only then).
         await self._db.execute("PRAGMA auto_vacuum = INCREMENTAL")
