@@ -55,7 +55,7 @@ export class LayerView extends Emitter {
     this.pending = new Map() // layer id -> the request under way {box, detail}
     this.stats = { drawn: {}, detail: null, requests: 0 }
     this.canvas = document.createElement('canvas')
-    this.canvas.className = 'overlay-canvas layers-canvas'
+    this.canvas.className = 'layers-canvas'
     this.canvas.setAttribute('aria-hidden', 'true')
     this.viewer.canvas.insertBefore(this.canvas, view.overlay.canvas)
     this.ctx = this.canvas.getContext('2d')
