@@ -134,16 +134,23 @@ class LayersApi:
         buffer = bytearray()
         total = 0
         reported = 0
+        # One thread parses the whole body: its allocations stay in one malloc arena, rather than
+        # leaving freed memory behind in the arena of every pool thread that took a piece.
+        worker = ThreadPoolExecutor(1, thread_name_prefix="layer-import")
+        loop = asyncio.get_running_loop()
+        # The piece being parsed while the next one is read (one at a time: memory stays bounded).
+        parsing: asyncio.Future[list[Any]] | None = None
 
-        async def feed(data: bytes, last: bool = False) -> None:
-            nonlocal reported
-            def work() -> list[Any]:
-                chunks = parser.feed(data)
-                return chunks + parser.finish() if last else chunks
+        async def stored() -> None:
+            nonlocal parsing, reported
+            if parsing is None:
+                return
             try:
-                chunks = await asyncio.get_running_loop().run_in_executor(worker, work)
+                chunks = await parsing
             except ParseError as exc:
                 raise BadRequest(f"not an importable detection export: {exc}") from exc
+            finally:
+                parsing = None
             await store.add_chunks(layer_id, chunks)
             IMPORTED_OBJECTS.inc(sum(c.count for c in chunks))
             if parser.count - reported >= PROGRESS_EVERY:
@@ -151,9 +158,9 @@ class LayersApi:
                 log.info("layer import: %d objects so far (%.1f MB read)", parser.count, total / 1e6,
                          extra={**ctx, "objects": parser.count})
 
-        # One thread parses the whole body: its allocations stay in one malloc arena, rather than
-        # leaving freed memory behind in the arena of every pool thread that took a piece.
-        worker = ThreadPoolExecutor(1, thread_name_prefix="layer-import")
+        def last(data: bytes) -> list[Any]:
+            return parser.feed(data) + parser.finish()
+
         try:
             async for data in request.stream():
                 total += len(data)
@@ -162,13 +169,19 @@ class LayersApi:
                     raise PayloadTooLarge(f"body over {limit} bytes")
                 buffer += data
                 if len(buffer) >= FEED_BYTES:
-                    piece = bytes(buffer)
+                    await stored()  # the previous piece
+                    parsing = loop.run_in_executor(worker, parser.feed, bytes(buffer))
                     buffer.clear()
-                    await feed(piece)
-            await feed(bytes(buffer), last=True)
+            await stored()
+            parsing = loop.run_in_executor(worker, last, bytes(buffer))
+            await stored()
         except ClientDisconnect as exc:
             raise BadRequest("the request body did not arrive: the connection closed") from exc
         finally:
+            if parsing is not None:  # the import failed meanwhile: let the piece finish, unread
+                await asyncio.wait([parsing])
+                if not parsing.cancelled():
+                    parsing.exception()  # retrieved: the import's own error is the one raised
             worker.shutdown(wait=False)
 
     async def delete_layer(self, request: Request) -> Response:
