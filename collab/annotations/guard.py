@@ -66,6 +66,10 @@ class CellCounts(Protocol):
     def inline_ok(self) -> bool:
         """Small enough to count on the event loop."""
 
+    @property
+    def has_layers(self) -> bool:
+        """The slide has at least one layer."""
+
     def counts(self, shape: Any) -> dict[str, dict[str, Any]]:
         """{layer_id: {"total", "classes"}} inside a polygonal shape; {} without layers."""
 
@@ -136,6 +140,7 @@ class AnnotationGuard(RoomPolicy):
         self._unsubscribe_cells: Callable[[], None] | None = None
         self._recount_again = False
         self._recounting = False
+        self._stored_cells = False  # some stored annotation carries cell counts
         self.index = catalog.index  # kept current here, read by the HTTP routes
         self.known = catalog.known
         self.check = catalog.check
@@ -188,6 +193,9 @@ class AnnotationGuard(RoomPolicy):
             stored = await asyncio.to_thread(read_stored, state)
             for key, (record, fp) in stored.items():
                 self.known.setdefault(key, known_from_record(record, fp))
+                measurements = record.get("measurements") if isinstance(record, Mapping) else None
+                if isinstance(measurements, Mapping) and "cells" in measurements:
+                    self._stored_cells = True
         except Exception:
             log.exception("reading the stored annotations failed", extra={"room": self.room.name})
             stored = {}
@@ -216,7 +224,8 @@ class AnnotationGuard(RoomPolicy):
         finally:
             self.catalog.mark_indexed()
         # Layers may have come or gone while the room was unloaded: bring stored counts up to date.
-        self.recount_cells()
+        if self.cells is not None and (self._stored_cells or self.cells.has_layers):
+            self.recount_cells()
 
     def _check_all(self, records: Mapping[str, Any]) -> dict[str, GeometryVerdict]:
         verdicts = {}

@@ -111,5 +111,9 @@ class SlideCells:
     def inline_ok(self) -> bool:
         return sum(len(i) for i in self._registry.loaded(self.slide_id)) <= INLINE_COUNT_MAX_OBJECTS
 
+    @property
+    def has_layers(self) -> bool:
+        return bool(self._registry.loaded(self.slide_id))
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         return self._registry.subscribe(self.slide_id, listener)
