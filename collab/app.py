@@ -27,6 +27,9 @@ from collab.archive.api import ArchiveApi
 from collab.auth import Principal, TokenAuthenticator, signing_secret
 from collab.errors import CollabError, Forbidden, StoreError
 from collab.http import JSONResponse, OriginCheck, RequestAuth, error_response
+from collab.layers.api import LayersApi
+from collab.layers.registry import LayerRegistry
+from collab.layers.sqlite import SqliteLayerStore
 from collab.live.bus import Bus, LocalBus
 from collab.live.keys import SESSION, SLIDE, RoomKey
 from collab.live.policy import RoomPolicy
@@ -85,6 +88,9 @@ class Collab:
             self.authenticator, settings.ticket_seconds,
             RedisRedeemed(settings.redis_url) if settings.redis_url else None,
         )
+        # Detection layers: a store of their own (bulk imports stay out of the live store's log).
+        self.layers = LayerRegistry(SqliteLayerStore(settings.data / "layers.sqlite3"))
+        self.layers_api = LayersApi(self.api, self.layers, self.slides, self.rooms, self.store, settings)
         self.tokens_api = TokensApi(self.api, self.authenticator, self.tickets, settings)
         self._drain_lock = asyncio.Lock()
         self._drained = False
@@ -99,7 +105,8 @@ class Collab:
                 width=record["width"], height=record["height"], mpp=record.get("mpp"),
                 max_vertices=self.settings.max_vertices,
             )
-            return AnnotationGuard(self.store, catalog)
+            await self.layers.load_slide(key.id)  # live counts need the slide's layers in memory
+            return AnnotationGuard(self.store, catalog, cells=self.layers.cells_of(key.id))
         return RoomPolicy()
 
     async def check_session(self, session_id: str, principal: Principal) -> None:
@@ -215,6 +222,7 @@ class Collab:
             *self.slides_api.routes(),
             *self.annotations_api.routes(),
             *self.archive_api.routes(),
+            *self.layers_api.routes(),
             WebSocketRoute(
                 "/ws/slides/{doc_id:path}",
                 RoomEndpoint("slide", check_document=self.check_slide, **common),
@@ -265,6 +273,7 @@ def create_app(settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await collab.open()
+        await collab.layers.store.open()
         await collab.bus.start()
         poller = None
         if isinstance(collab.bus, RedisBus):  # several nodes: rooms also compare with the store
@@ -283,6 +292,7 @@ def create_app(settings: Settings) -> Starlette:
             finally:
                 await collab.bus.stop()
                 await collab.tickets.close()
+                await collab.layers.store.close()
                 await collab.store.close()
 
     async def on_collab_error(request: Request, exc: Exception) -> Response:

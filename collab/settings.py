@@ -66,6 +66,9 @@ class Settings:
     max_import_bytes: int = 256 * MiB  # GeoJSON imports (POST /api/slides/{id}/annotations)
     max_vertices: int = 100_000
     max_json_depth: int = 32  # nesting of an imported feature's properties (deeper: 400)
+    layer_max_bytes: int = 8 * 1024 * MiB  # a detection layer import's body (streamed; over: 413)
+    layer_query_limit: int = 20_000  # objects a box query lists before it answers a grid
+    layer_outlines_max: int = 200_000  # outlines one binary box query may carry
     geometry_checks: bool = True  # off only to measure their cost: no checks, index or annotation queries
 
     @classmethod

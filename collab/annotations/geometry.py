@@ -48,7 +48,8 @@ ALLOWED_TYPES = (
 )
 # The measurement names the server owns; any other key in `measurements` (QuPath's own
 # "Area µm^2", say) belongs to whoever wrote it and is left alone by merge_measurements.
-MEASUREMENT_KEYS = ("area_um2", "perimeter_um", "length_um")
+# "cells": counts of detection layers inside the outline (collab.layers), server-written too.
+MEASUREMENT_KEYS = ("area_um2", "perimeter_um", "length_um", "cells")
 
 _DIMENSION = {
     "Point": 0,

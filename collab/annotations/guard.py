@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import shapely
 from pycrdt import Array, Doc, Map
@@ -60,6 +61,27 @@ INLINE_CHECK_MAX_BYTES = 16 * 1024
 INLINE_CHECK_BUDGET = 64 * 1024
 # Positions written per server transaction by an import (about 2 MB of GeoJSON).
 IMPORT_CHUNK_COORDINATES = 100_000
+
+
+class CellCounts(Protocol):
+    """The detection layers of a slide, as the guard counts them (collab.layers.registry)."""
+
+    @property
+    def inline_ok(self) -> bool:
+        """Small enough to count on the event loop."""
+
+    @property
+    def has_layers(self) -> bool:
+        """The slide has at least one layer."""
+
+    def counts(self, shape: Any) -> dict[str, dict[str, Any]]:
+        """{layer_id: {"total", "classes"}} inside a polygonal shape; {} without layers."""
+
+    def subscribe(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` when a layer is added or removed; answers the unsubscribe."""
+
+
+POLYGONAL = ("Polygon", "MultiPolygon")
 
 
 def now_ms() -> int:
@@ -115,9 +137,14 @@ class Batch:
 class AnnotationGuard(RoomPolicy):
     """The policy of a slide room: writers by role; every change checked, corrected and audited."""
 
-    def __init__(self, store: Store, catalog: AnnotationCatalog) -> None:
+    def __init__(self, store: Store, catalog: AnnotationCatalog, cells: CellCounts | None = None) -> None:
         self.store = store
         self.catalog = catalog
+        self.cells = cells  # live counts of detection layers inside outlines
+        self._unsubscribe_cells: Callable[[], None] | None = None
+        self._recount_again = False
+        self._recounting = False
+        self._stored_cells = False  # some stored annotation carries cell counts
         self.index = catalog.index  # kept current here, read by the HTTP routes
         self.known = catalog.known
         self.check = catalog.check
@@ -158,6 +185,8 @@ class AnnotationGuard(RoomPolicy):
         room.prime_full_state(state)  # the first joiners need this very encoding
         self._subscription = self.annotations.observe_deep(self._on_change)
         self._load_task = self._spawn(self._load_stored(state))
+        if self.cells is not None:
+            self._unsubscribe_cells = self.cells.subscribe(self.recount_cells)
 
     async def _load_stored(self, state: bytes) -> None:
         try:
@@ -169,6 +198,9 @@ class AnnotationGuard(RoomPolicy):
             for key, (record, fp) in stored.items():
                 if key in self.annotations:  # not deleted since the load (by another node, say)
                     self.known.setdefault(key, known_from_record(record, fp))
+                measurements = record.get("measurements") if isinstance(record, Mapping) else None
+                if isinstance(measurements, Mapping) and "cells" in measurements:
+                    self._stored_cells = True
         except Exception:
             log.exception("reading the stored annotations failed", extra={"room": self.room.name})
             stored = {}
@@ -196,6 +228,9 @@ class AnnotationGuard(RoomPolicy):
             log.exception("indexing the stored annotations failed", extra={"room": self.room.name})
         finally:
             self.catalog.mark_indexed()
+        # Layers may have come or gone while the room was unloaded: bring stored counts up to date.
+        if self.cells is not None and (self._stored_cells or self.cells.has_layers):
+            self.recount_cells()
 
     def _check_all(self, records: Mapping[str, Any]) -> dict[str, GeometryVerdict]:
         verdicts = {}
@@ -321,6 +356,9 @@ class AnnotationGuard(RoomPolicy):
     def close(self) -> None:
         """The room is gone (unloaded, or dropped after a store failure): write nothing more."""
         self._closed = True
+        if self._unsubscribe_cells is not None:
+            self._unsubscribe_cells()
+            self._unsubscribe_cells = None
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
@@ -338,7 +376,8 @@ class AnnotationGuard(RoomPolicy):
         batch = Batch()
         inline: list[Check] = []
         later: list[Check] = []
-        budget = INLINE_CHECK_BUDGET
+        # Counting cells over large layers is done in a worker thread along with the check.
+        budget = INLINE_CHECK_BUDGET if self.cells is None or self.cells.inline_ok else 0
         for ids, principal, at in changes:
             try:
                 for check in self._note_changes(ids, principal, at, batch):
@@ -362,10 +401,66 @@ class AnnotationGuard(RoomPolicy):
         """check_geometry answers anything with a verdict; should Shapely raise regardless, the
         annotation is left unchecked and checked again at its next change."""
         try:
-            return self.check({"geometry": check.geometry})
+            return self._with_cells(self.check({"geometry": check.geometry}))
         except Exception:
             log.exception("geometry check failed", extra={"room": self.room.name, "annotation": check.key})
             return None
+
+    # --- live counts of detection layers ----------------------------------------------------
+
+    def _cells_of(self, shape: Any) -> dict[str, Any] | None:
+        if self.cells is None or shape is None or shape.geom_type not in POLYGONAL:
+            return None
+        return self.cells.counts(shape) or None
+
+    def _with_cells(self, verdict: GeometryVerdict) -> GeometryVerdict:
+        cells = self._cells_of(verdict.shape)
+        if cells is None:
+            return verdict
+        return dataclasses.replace(verdict, measurements={**verdict.measurements, "cells": cells})
+
+    def recount_cells(self) -> None:
+        """A layer of the slide was added or removed (or the room just loaded): count again
+        inside every valid outline, in a worker thread, and write the counts that changed."""
+        if self.cells is None or self._closed or not self._known_ready:
+            return
+        if self._recounting:
+            self._recount_again = True
+            return
+        self._recounting = True
+        self._spawn(self._recount())
+
+    def _count_all(self, shapes: list[tuple[str, Any]]) -> list[tuple[str, Any, dict[str, Any] | None]]:
+        return [(key, shape, self._cells_of(shape)) for key, shape in shapes]
+
+    async def _recount(self) -> None:
+        try:
+            while True:
+                self._recount_again = False
+                shapes = [(k, shape) for k in list(self.known) if (shape := self.index.get(k)) is not None]
+                counts = await asyncio.to_thread(self._count_all, shapes)
+                if self._closed:
+                    return
+                batch = Batch()
+                for key, shape, cells in counts:
+                    known, value = self.known.get(key), self.annotations.get(key)
+                    if known is None or value is None or self.index.get(key) is not shape:
+                        continue  # changed meanwhile: its own check counted it
+                    computed = {k: v for k, v in known.measurements.items() if k != "cells"}
+                    if cells is not None:
+                        computed["cells"] = cells
+                    known.measurements = computed
+                    current = to_py(value.get("measurements")) if isinstance(value, Map | Mapping) else None
+                    merged = merge_measurements(current, computed)
+                    if merged != current:
+                        batch.write(key, value, {"measurements": merged})
+                self._commit(batch)
+                if not self._recount_again:
+                    return
+        except Exception:
+            log.exception("recounting cells failed", extra={"room": self.room.name})
+        finally:
+            self._recounting = False
 
     def _note_changes(self, ids: Iterable[str], principal: Principal, at: int, batch: Batch) -> list[Check]:
         """Note one client update's changes in `batch`; answer the geometries to check.

@@ -18,6 +18,8 @@ import { ParticipantsPanel } from './panels/participants.js'
 import { ClassesPanel } from './panels/classes.js'
 import { DetailsPanel } from './panels/details.js'
 import { ListPanel } from './panels/list.js'
+import { LayersPanel, CellsPanel } from './panels/layers.js'
+import { LayerView } from './layers.js'
 import { UNCLASSIFIED_COLOR, colorOf } from './classes.js'
 import * as geo from './geometry.js'
 import { Emitter, h, clear, rgb } from './dom.js'
@@ -75,6 +77,7 @@ export class SlideView extends Emitter {
     this._buildDom()
     this._buildViewer()
     this.overlay = new Overlay(this)
+    this.layers = new LayerView(this) // detection layers, drawn under the annotations
     this.tools = new Tools(this)
     this.presence = new Presence({ awareness: this.awareness, me, getViewport: () => this.getViewport() })
     this.follow = new Follow({
@@ -90,6 +93,8 @@ export class SlideView extends Emitter {
       classes: new ClassesPanel(this, this.el.classes),
       details: new DetailsPanel(this, this.el.details),
       list: new ListPanel(this, { list: this.el.list, count: this.el.listCount }),
+      layers: new LayersPanel(this, this.el.layers),
+      cells: new CellsPanel(this, this.el.cells),
     }
     this._wire()
     this.tools.setTool('select')
@@ -163,6 +168,8 @@ export class SlideView extends Emitter {
     this.el.classes = h('div.classes', { 'data-testid': 'classes' })
     this.el.details = h('div.details', { 'data-testid': 'selection' })
     this.el.list = h('ul.ann-list', { 'data-testid': 'annotation-list' })
+    this.el.layers = h('div.layers', { 'data-testid': 'layers' })
+    this.el.cells = h('div.cells', { 'data-testid': 'cells' })
     this.el.listCount = h('span.count', { 'data-testid': 'annotation-count' })
     const section = (title, extra, body, opts = {}) => h('section.panel', { 'aria-label': title, 'data-testid': opts.testid },
       h('h2', null, title, extra), body)
@@ -170,6 +177,8 @@ export class SlideView extends Emitter {
       section('Participants', this.el.participantsCount, this.el.participants, { testid: 'participants-panel' }),
       this.canEdit && section('Classification', null, this.el.classes, { testid: 'classes-panel' }),
       section('Selected annotation', null, this.el.details, { testid: 'details-panel' }),
+      section('Cell counts', null, this.el.cells, { testid: 'cells-panel' }),
+      section('Detection layers', null, this.el.layers, { testid: 'layers-panel' }),
       section('Annotations', this.el.listCount, this.el.list, { testid: 'list-panel' }))
     side.append(this.el.side)
   }
@@ -246,7 +255,7 @@ export class SlideView extends Emitter {
 
     on(this.store, 'change', (ids) => {
       this.overlay.requestDraw()
-      if (this.selectedId && ids.has(this.selectedId)) this.panels.details.render()
+      if (this.selectedId && ids.has(this.selectedId)) { this.panels.details.render(); this.panels.cells.render() }
       if (this.hoverId && ids.has(this.hoverId) && !this.store.get(this.hoverId)) this.setHover(null)
       this.panels.list.renderSoon()
     })
@@ -256,6 +265,8 @@ export class SlideView extends Emitter {
     on(this.store.undo, 'stack-cleared', undoChanged)
     this._renderUndo()
 
+    on(this.layers, 'layers', () => { this.panels.layers.render(); this.panels.cells.render() })
+    this.layers.refresh().catch((e) => this.toast(`The detection layers could not be listed: ${e.message}`, { level: 'error' }))
     on(this.presence, 'participants', () => this.panels.participants.render())
     on(this.presence, 'remote-change', () => { this.overlay.requestDraw(); this.navigator.drawSoon() })
     on(this.follow, 'follow', () => { this.panels.participants.render(); this.follow.renderBanner() })
@@ -280,6 +291,7 @@ export class SlideView extends Emitter {
     this.hover.destroy()
     this.navigator.destroy()
     this.tools.destroy()
+    this.layers.destroy()
     this.overlay.destroy()
     this.store.destroy()
     this.room.destroy()
@@ -406,6 +418,7 @@ export class SlideView extends Emitter {
     this.selectedId = id
     this.overlay.requestDraw()
     this.panels.details.render(true)
+    this.panels.cells.render()
     this.panels.list.markSelection()
     this.emit('select', id)
   }
@@ -540,6 +553,7 @@ export class SlideView extends Emitter {
       annotationIds: this.store.size <= 1000 ? [...this.store.entries.keys()] : null,
       participants: this.presence.participants().map((p) => ({ clientId: p.clientId, isMe: p.isMe, user: p.user, following: p.following, viewport: p.viewport, cursor: p.cursor })),
       render: (({ recent, ...rest }) => ({ ...rest, recentMs: recent.slice() }))(this.overlay.stats),
+      layers: this.layers.state(),
     }
   }
 }

@@ -1,0 +1,162 @@
+"""LayerIndex: one layer's centroids and classes in memory, for box queries and counts.
+
+14 bytes an object (a million cells: 14 MB), in chunk order, with per chunk its centroid
+bounding box and its count per class. A count inside an outline takes the chunks the outline
+wholly contains from their per-class counts, and tests only the centroids of the chunks its
+edge crosses, with one vectorized Shapely call (QuPath's rule: a centroid inside the outline).
+Immutable once built, so worker threads may read it while the event loop does too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import shapely
+
+from collab.layers.codec import concat_points, decode_points
+from collab.layers.store import LayerMeta, PointsRow
+
+# Chunks with fewer objects are always tested point by point (cheaper than the box test).
+_WHOLE_CHUNK_MIN = 32
+# Past this many centroids to test, they are first grouped in cells of _CELL px (see _inside).
+_CELL_TEST_MIN = 2000
+_CELL = 128.0
+_CELL_KEY = 1 << 24  # cell x * _CELL_KEY + cell y: slides are far narrower than 2**24 cells
+
+
+def _classify_boxes(shape: Any, edge: Any, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For boxes (x0, y0, x1, y1): wholly inside `shape`'s interior, and wholly outside it.
+    `edge` is the shape's boundary, prepared: a box that does not meet it lies on one side of
+    it, which its center tells."""
+    if not len(boxes):
+        return np.zeros(0, bool), np.zeros(0, bool)
+    crossed = shapely.intersects(edge, shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]))
+    center_in = shapely.contains_xy(shape, (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2)
+    return ~crossed & center_in, ~crossed & ~center_in
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Objects of a query: positions in the index's arrays, and the chunks they come from."""
+
+    rows: np.ndarray  # int64 positions
+    chunks: np.ndarray  # the chunk number of each row
+
+
+class LayerIndex:
+    def __init__(self, meta: LayerMeta, rows: list[PointsRow]) -> None:
+        self.meta = meta
+        self.class_names = [c["name"] for c in meta.classes]
+        parts = [decode_points(r.points) for r in rows]
+        points = concat_points(parts)
+        self.ids = points.ids
+        self.classes = points.classes
+        # float32 as stored (14 bytes an object in all); compared as float64, as the test expects.
+        self.x = np.ascontiguousarray(points.xy[:, 0])
+        self.y = np.ascontiguousarray(points.xy[:, 1])
+        sizes = np.array([r.count for r in rows], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.chunk_numbers = np.array([r.chunk for r in rows], np.int64)
+        self.bboxes = np.array([r.bbox for r in rows], np.float64).reshape(-1, 4)
+        k = max(1, len(self.class_names))
+        self.hist = np.zeros((len(rows), k), np.int64)
+        for i, part in enumerate(parts):
+            self.hist[i] = np.bincount(part.classes, minlength=k)[:k]
+        self._chunk_position = {int(c): i for i, c in enumerate(self.chunk_numbers)}
+
+    @property
+    def id(self) -> str:
+        return self.meta.id
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def _chunks_touching(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        b = self.bboxes
+        return np.nonzero((b[:, 2] >= x0) & (b[:, 0] <= x1) & (b[:, 3] >= y0) & (b[:, 1] <= y1))[0]
+
+    def _rows_of(self, chunks: np.ndarray) -> np.ndarray:
+        if len(chunks) == 0:
+            return np.zeros(0, np.int64)
+        return np.concatenate([np.arange(self.starts[c], self.starts[c + 1]) for c in chunks])
+
+    def in_box(self, x0: float, y0: float, x1: float, y1: float) -> Selection:
+        """Objects whose centroid lies in [x0, x1) x [y0, y1)."""
+        rows = self._rows_of(self._chunks_touching(x0, y0, x1, y1))
+        x, y = self.x[rows].astype(np.float64), self.y[rows].astype(np.float64)
+        rows = rows[(x >= x0) & (x < x1) & (y >= y0) & (y < y1)]
+        return Selection(rows, self.chunk_numbers[np.searchsorted(self.starts, rows, side="right") - 1])
+
+    def class_counts(self, rows: np.ndarray) -> dict[str, int]:
+        counts = np.bincount(self.classes[rows], minlength=len(self.class_names))
+        return {name: int(n) for name, n in zip(self.class_names, counts, strict=False) if n}
+
+    def count_inside(self, shape: Any) -> dict[str, Any]:
+        """{"total", "classes"} of the objects whose centroid lies inside `shape` (a polygonal
+        Shapely geometry); a centroid on the outline itself is outside, as in Shapely."""
+        k = len(self.class_names)
+        totals = np.zeros(max(1, k), np.int64)
+        if shape is None or shape.is_empty or len(self.ids) == 0:
+            return {"total": 0, "classes": {}}
+        shapely.prepare(shape)
+        edge = shape.boundary
+        shapely.prepare(edge)
+        chunks = self._chunks_touching(*shape.bounds)
+        if len(chunks):
+            # Whole chunks first: inside (their per-class counts) or outside (nothing).
+            b = self.bboxes[chunks]
+            sizes = self.starts[chunks + 1] - self.starts[chunks]
+            boxed = np.flatnonzero((sizes >= _WHOLE_CHUNK_MIN) & (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1]))
+            inside, outside = _classify_boxes(shape, edge, b[boxed])
+            totals += self.hist[chunks[boxed[inside]]].sum(axis=0)
+            crossing = np.ones(len(chunks), bool)
+            crossing[boxed[inside | outside]] = False
+            rows = self._rows_of(chunks[crossing])
+            inside_rows = rows[self._inside(shape, edge, rows)]
+            totals += np.bincount(self.classes[inside_rows], minlength=len(totals))[: len(totals)]
+        classes = {name: int(n) for name, n in zip(self.class_names, totals, strict=False) if n}
+        return {"total": int(totals.sum()), "classes": classes}
+
+    def _inside(self, shape: Any, edge: Any, rows: np.ndarray) -> np.ndarray:
+        """Which of `rows` have their centroid inside `shape`. The chunks the outline crosses are
+        cut again into cells of _CELL px: cells wholly inside or outside are decided at once, and
+        only the centroids of the cells the outline crosses are tested one by one."""
+        x, y = self.x[rows].astype(np.float64), self.y[rows].astype(np.float64)
+        if len(rows) < _CELL_TEST_MIN:
+            return shapely.contains_xy(shape, x, y)
+        gx = np.floor(x / _CELL).astype(np.int64)
+        gy = np.floor(y / _CELL).astype(np.int64)
+        keys, cell_of = np.unique(gx * _CELL_KEY + gy, return_inverse=True)
+        cx, cy = keys // _CELL_KEY, keys % _CELL_KEY
+        cells = np.column_stack([cx * _CELL, cy * _CELL, (cx + 1) * _CELL, (cy + 1) * _CELL]).astype(np.float64)
+        inside, outside = _classify_boxes(shape, edge, cells)
+        result = inside[cell_of]
+        test = ~(result | outside[cell_of])
+        result[test] = shapely.contains_xy(shape, x[test], y[test])
+        return result
+
+    def grid(self, sel: Selection, bbox: tuple[float, float, float, float], cells: int = 64) -> dict[str, Any]:
+        """The objects of `sel` counted per square cell of a grid over `bbox`: each object in
+        exactly one cell, so the counts add up to the selection."""
+        x0, y0, x1, y1 = bbox
+        size = max(1, int(np.ceil(max(x1 - x0, y1 - y0) / cells)))
+        gx = np.floor((self.x[sel.rows].astype(np.float64) - x0) / size).astype(np.int64)
+        gy = np.floor((self.y[sel.rows].astype(np.float64) - y0) / size).astype(np.int64)
+        k = len(self.class_names)
+        nx = int(gx.max()) + 1 if len(gx) else 0
+        ny = int(gy.max()) + 1 if len(gy) else 0
+        flat = (gy * nx + gx) * k + self.classes[sel.rows]
+        counts = np.bincount(flat, minlength=nx * ny * k).reshape(ny, nx, k) if len(flat) else None
+        out = []
+        if counts is not None:
+            for cy, cx in zip(*np.nonzero(counts.sum(axis=2)), strict=True):
+                classes = {self.class_names[c]: int(n) for c, n in enumerate(counts[cy, cx]) if n}
+                out.append({"x": x0 + int(cx) * size, "y": y0 + int(cy) * size, "classes": classes})
+        return {"type": "grid", "bbox": list(bbox), "cell": size, "total": len(sel.rows), "counts": out}
+
+    def chunk_span(self, chunk: int) -> tuple[int, int]:
+        """Where a chunk's objects sit in the arrays."""
+        position = self._chunk_position[chunk]
+        return int(self.starts[position]), int(self.starts[position + 1])

@@ -1,0 +1,465 @@
+"""Detection layers against a real server: import (plain, gzip, streamed), storage, box
+queries, grids, the binary form, counts against a brute-force Shapely answer, live counts in
+annotations, roles, and bounded memory on a large import."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+import shapely
+from hypothesis import example, given
+from hypothesis import strategies as st
+from pycrdt import Array, Map
+
+from collab.auth import TokenAuthenticator
+from collab.layers import binary
+from collab.layers.qupath import LayerParser
+from collab.layers.splitter import ArraySplitter
+from collab.live.keys import RoomKey
+from tests.conftest import SECRET, LiveServer, ServerProcess
+from tests.test_layers_data import cell_features, export_bytes, export_pieces, unusable_features
+
+N_CELLS = 3000
+
+
+@pytest.fixture(scope="module")
+def cells() -> list[dict[str, Any]]:
+    return cell_features(N_CELLS, seed=3)
+
+
+@pytest.fixture(scope="module")
+def centroids(cells: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The brute-force reference: Shapely's centroid of each outline, kept as float32 as the
+    store keeps it; the object ids are the import order of the usable features."""
+    shapes = [shapely.geometry.shape(f["geometry"]) for f in cells]
+    xy = np.array([(s.centroid.x, s.centroid.y) for s in shapes], np.float32).astype(np.float64)
+    classes = [f["properties"]["classification"]["name"] for f in cells]
+    return xy[:, 0], xy[:, 1], classes
+
+
+def brute_box(centroids: Any, x0: float, y0: float, x1: float, y1: float) -> set[int]:
+    x, y, _ = centroids
+    return set(np.nonzero((x >= x0) & (x < x1) & (y >= y0) & (y < y1))[0].tolist())
+
+
+def brute_count(centroids: Any, geometry: dict[str, Any]) -> dict[str, Any]:
+    x, y, classes = centroids
+    inside = shapely.contains_xy(shapely.geometry.shape(geometry), x, y)
+    counted = Counter(classes[i] for i in np.nonzero(inside)[0])
+    return {"total": int(inside.sum()), "classes": dict(counted)}
+
+
+async def import_layer(http: httpx.AsyncClient, slide: str, body: bytes, name: str = "cells",
+                       **headers: str) -> httpx.Response:
+    return await http.post(f"/api/slides/{slide}/layers", params={"name": name}, content=body,
+                           headers={"Content-Type": "application/geo+json", **headers})
+
+
+@pytest.fixture
+async def layer(live: LiveServer, slide: str, cells: list[dict[str, Any]]) -> str:
+    async with live.http("reviewer") as http:
+        r = await import_layer(http, slide, export_bytes(cells))
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+
+async def test_import_plain_and_gzip_counts_classes_and_skips(
+    live: LiveServer, slide: str, cells: list[dict[str, Any]]
+) -> None:
+    bad, reasons = unusable_features()
+    body = export_bytes(cells[:1000] + bad + cells[1000:])
+    expected = Counter(f["properties"]["classification"]["name"] for f in cells)
+    async with live.http("reviewer") as http:
+        plain = await import_layer(http, slide, body, name="plain")
+        zipped = await import_layer(http, slide, gzip.compress(body), name="zipped", **{"Content-Encoding": "gzip"})
+        for r, name in ((plain, "plain"), (zipped, "zipped")):
+            assert r.status_code == 201, r.text
+            answer = r.json()
+            assert answer["name"] == name
+            assert answer["count"] == N_CELLS
+            assert answer["classes"] == dict(expected)
+            assert answer["skipped"] == {"count": len(bad), "reasons": reasons}
+        assert plain.json()["id"] != zipped.json()["id"]
+        listed = (await http.get(f"/api/slides/{slide}/layers")).json()
+        assert [(layer["id"], layer["name"], layer["count"]) for layer in listed] == [
+            (plain.json()["id"], "plain", N_CELLS), (zipped.json()["id"], "zipped", N_CELLS)
+        ]
+        assert listed[0]["colors"]["Tumor"] == [200, 0, 0]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b'{"type": "FeatureCollection", "features": [{"type": "Feature"', {}),  # cut short
+        (b"this is not json", {}),
+        (b"", {}),
+        (b"\x1f\x8b\x08\x00garbage", {"Content-Encoding": "gzip"}),
+        (gzip.compress(b'{"type": "FeatureCollection", "features": []}')[:-8], {"Content-Encoding": "gzip"}),
+        (b"{}", {"Content-Encoding": "br"}),
+    ],
+)
+async def test_unusable_bodies_are_refused_with_json_and_leave_nothing(
+    live: LiveServer, slide: str, body: bytes, headers: dict[str, str]
+) -> None:
+    async with live.http("reviewer") as http:
+        r = await import_layer(http, slide, body, **headers)
+        assert r.status_code == 400, r.text
+        assert "error" in r.json()
+        assert (await http.get(f"/api/slides/{slide}/layers")).json() == []
+
+
+async def test_box_queries_equal_brute_force_and_grid_adds_up(
+    live: LiveServer, slide: str, layer: str, centroids: Any
+) -> None:
+    rng = np.random.default_rng(5)
+    boxes = [(0, 0, 100_000, 80_000), (5000, 5000, 5001, 5001), (1000.5, 2000.25, 7000.75, 9000.5)]
+    boxes += [tuple(np.sort(rng.uniform(0, 21_000, 2)).tolist() + np.sort(rng.uniform(0, 17_000, 2)).tolist())
+              for _ in range(8)]
+    async with live.http("viewer") as http:
+        for i, b in enumerate(boxes):
+            x0, y0, x1, y1 = b if i < 3 else (b[0], b[2], b[1], b[3])
+            bbox = f"{x0},{y0},{x1},{y1}"
+            want = brute_box(centroids, x0, y0, x1, y1)
+            r = await http.get(f"/api/slides/{slide}/layers/{layer}/objects",
+                               params={"bbox": bbox, "limit": N_CELLS})
+            assert r.status_code == 200, r.text
+            got = r.json()
+            assert got["type"] == "FeatureCollection"
+            assert {f["id"] for f in got["features"]} == want, bbox
+            for feature in got["features"][:50]:
+                assert feature["properties"]["classification"]["name"] in ("Tumor", "Lymphocyte", "Stroma")
+                outline = shapely.geometry.shape(feature["geometry"])
+                assert outline.is_valid and outline.area > 0
+            # Past the limit: a grid whose counts add up to the same objects, class by class.
+            r = await http.get(f"/api/slides/{slide}/layers/{layer}/objects", params={"bbox": bbox, "limit": 0})
+            grid = r.json()
+            if not want:
+                assert got["features"] == []
+                continue
+            assert grid["type"] == "grid"
+            assert grid["cell"] >= 1
+            summed: Counter[str] = Counter()
+            for cell in grid["counts"]:
+                assert x0 <= cell["x"] <= x1 and y0 <= cell["y"] <= y1
+                summed.update(cell["classes"])
+            classes = centroids[2]
+            assert dict(summed) == dict(Counter(classes[i] for i in want))
+
+
+async def test_outlines_keep_the_imported_vertices(
+    live: LiveServer, slide: str, layer: str, cells: list[dict[str, Any]]
+) -> None:
+    async with live.http("viewer") as http:
+        r = await http.get(f"/api/slides/{slide}/layers/{layer}/objects", params={"bbox": "0,0,100000,80000"})
+    features = {f["id"]: f for f in r.json()["features"]}
+    for i in (0, 1, 10, 2999):
+        ring = np.array(features[i]["geometry"]["coordinates"][0])
+        np.testing.assert_allclose(ring, np.array(cells[i]["geometry"]["coordinates"][0]), atol=1 / 16)
+        if "nucleusGeometry" in cells[i]:
+            nucleus = np.array(features[i]["nucleusGeometry"]["coordinates"][0])
+            np.testing.assert_allclose(nucleus, np.array(cells[i]["nucleusGeometry"]["coordinates"][0]), atol=1 / 16)
+            assert features[i]["properties"]["objectType"] == "cell"
+        else:
+            assert "nucleusGeometry" not in features[i]
+
+
+async def test_binary_form_decodes_to_the_geojson_objects(live: LiveServer, slide: str, layer: str) -> None:
+    bbox = "2000,2000,9000,8000"
+    async with live.http("viewer") as http:
+        geo = (await http.get(f"/api/slides/{slide}/layers/{layer}/objects", params={"bbox": bbox})).json()
+        r = await http.get(f"/api/slides/{slide}/layers/{layer}/objects", params={"bbox": bbox, "format": "binary"})
+        assert r.headers["content-type"] == "application/octet-stream"
+        decoded = binary.decode(r.content)
+        points = binary.decode((await http.get(f"/api/slides/{slide}/layers/{layer}/objects",
+                                               params={"bbox": bbox, "format": "binary", "detail": "points"})).content)
+    assert decoded.outlines is not None and points.outlines is None
+    assert sorted(name for name, _color in decoded.classes) == ["Lymphocyte", "Stroma", "Tumor"]
+    names = [name for name, _ in decoded.classes]
+    features = {f["id"]: f for f in geo["features"]}
+    assert sorted(decoded.ids.tolist()) == sorted(features) and len(features) > 10
+    assert points.ids.tolist() == decoded.ids.tolist()
+    for i, object_id in enumerate(decoded.ids.tolist()):
+        feature = features[object_id]
+        assert names[decoded.class_index[i]] == feature["properties"]["classification"]["name"]
+        ring = np.array(feature["geometry"]["coordinates"][0])[:-1]
+        np.testing.assert_allclose(decoded.outlines[i], ring, atol=1e-3)
+        centroid = shapely.geometry.shape(feature["geometry"]).centroid
+        assert abs(decoded.xy[i][0] - centroid.x) < 0.2 and abs(decoded.xy[i][1] - centroid.y) < 0.2
+
+
+CONCAVE = {"type": "Polygon", "coordinates": [[  # a U: the notch holds cells that must not count
+    [2000, 2000], [12000, 2000], [12000, 12000], [9000, 12000], [9000, 5000], [5000, 5000], [5000, 12000],
+    [2000, 12000], [2000, 2000]]]}
+WITH_HOLE = {"type": "Polygon", "coordinates": [
+    [[1000, 1000], [15000, 1000], [15000, 15000], [1000, 15000], [1000, 1000]],
+    [[4000, 4000], [4000, 9000], [9000, 9000], [9000, 4000], [4000, 4000]]]}
+MULTI = {"type": "MultiPolygon", "coordinates": [
+    [[[1500, 1500], [3000, 1500], [3000, 3000], [1500, 3000], [1500, 1500]]],
+    [[[16000, 9000], [19000, 9500], [17000, 14000], [16000, 9000]]]]}
+
+
+def star(cx: float, cy: float, r: float, n: int) -> dict[str, Any]:
+    angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    radii = np.where(np.arange(n) % 2 == 0, r, r * 0.35)
+    ring = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)]).tolist()
+    return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+
+
+@pytest.mark.parametrize("geometry", [CONCAVE, WITH_HOLE, MULTI, star(10_000, 8000, 7000, 5000)],
+                         ids=["concave", "hole", "multi", "star-5000"])
+async def test_counts_equal_brute_force(
+    live: LiveServer, slide: str, layer: str, centroids: Any, geometry: dict[str, Any]
+) -> None:
+    async with live.http("viewer") as http:
+        r = await http.post(f"/api/slides/{slide}/layers/{layer}/count", json={"geometry": geometry})
+    assert r.status_code == 200, r.text
+    want = brute_count(centroids, geometry)
+    assert want["total"] > 0
+    assert r.json() == want
+
+
+async def test_count_by_annotation_id(live: LiveServer, slide: str, layer: str, centroids: Any) -> None:
+    collection = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "id": "roi-1", "geometry": CONCAVE, "properties": {"objectType": "annotation"}}]}
+    async with live.http("reviewer") as http:
+        r = await http.post(f"/api/slides/{slide}/annotations", json=collection)
+        assert r.status_code == 201, r.text
+    async with live.http("viewer") as http:
+        r = await http.post(f"/api/slides/{slide}/layers/{layer}/count", json={"annotation": "roi-1"})
+        assert r.json() == brute_count(centroids, CONCAVE)
+        r = await http.post(f"/api/slides/{slide}/layers/{layer}/count", json={"annotation": "nope"})
+        assert r.status_code == 404 and "error" in r.json()
+        r = await http.post(f"/api/slides/{slide}/layers/{layer}/count", json={"geometry": {"type": "Point"}})
+        assert r.status_code == 400 and "error" in r.json()
+
+
+async def test_roles(live: LiveServer, slide: str, layer: str) -> None:
+    body = export_bytes(cell_features(10))
+    async with live.http("viewer") as viewer, live.http("reviewer") as reviewer, live.http("admin") as admin:
+        assert (await viewer.get(f"/api/slides/{slide}/layers")).status_code == 200
+        r = await viewer.get(f"/api/slides/{slide}/layers/{layer}/objects", params={"bbox": "0,0,10,10"})
+        assert r.status_code == 200
+        r = await viewer.post(f"/api/slides/{slide}/layers/{layer}/count", json={"geometry": CONCAVE})
+        assert r.status_code == 200
+        r = await import_layer(viewer, slide, body)
+        assert r.status_code == 403 and "error" in r.json()
+        assert (await viewer.delete(f"/api/slides/{slide}/layers/{layer}")).status_code == 403
+        assert (await reviewer.delete(f"/api/slides/{slide}/layers/{layer}")).status_code == 403
+        async with live.http("presenter") as presenter:
+            assert (await import_layer(presenter, slide, body)).status_code == 201
+        assert (await admin.delete(f"/api/slides/{slide}/layers/{layer}")).status_code == 200
+        assert (await admin.delete(f"/api/slides/{slide}/layers/{layer}")).status_code == 404
+        r = await viewer.get(f"/api/slides/{slide}/layers/{layer}/objects", params={"bbox": "0,0,10,10"})
+        assert r.status_code == 404
+        audit = (await admin.get(f"/api/slides/{slide}/audit")).json()
+        assert [(a["action"], a["annotation"], a["user"]) for a in audit if a["action"] == "layer_deleted"] == [
+            ("layer_deleted", layer, "admin-roubaix")]
+        other = live.token("viewer", slides=["other"])
+        r = await viewer.get(f"/api/slides/{slide}/layers", headers={"Authorization": f"Bearer {other}"})
+        assert r.status_code == 403
+
+
+def square(x: float, y: float, size: float) -> dict[str, Any]:
+    return {"type": "Polygon", "coordinates": [[[x, y], [x + size, y], [x + size, y + size], [x, y + size], [x, y]]]}
+
+
+def cells_of(client: Any, key: str) -> Any:
+    value = client.annotations.get(key) if key in client.annotations else None
+    measurements = value.get("measurements") if value is not None else None
+    return measurements.get("cells") if isinstance(measurements, dict) else None
+
+
+def _ints(cells: dict[str, Any] | None) -> Any:
+    if cells is None:
+        return None
+    return {k: {"total": int(v["total"]), "classes": {c: int(n) for c, n in v["classes"].items()}}
+            for k, v in cells.items()}
+
+
+async def test_live_counts_follow_edits_and_layers(
+    live: LiveServer, slide: str, layer: str, centroids: Any, cells: list[dict[str, Any]]
+) -> None:
+    first, moved = square(3000, 3000, 2500), square(9000, 6000, 4000)
+    async with live.client(slide, user="alice") as a, live.client(slide, user="bob", role="viewer") as b:
+        a.annotations["roi"] = Map({"geometry": first, "classification": None, "name": "roi",
+                                    "comments": Array([])})
+        started = time.monotonic()
+        await b.wait_for(lambda: _ints(cells_of(b, "roi")) == {layer: brute_count(centroids, first)})
+        assert time.monotonic() - started < 1.5
+        a.annotations["roi"]["geometry"] = moved
+        started = time.monotonic()
+        await b.wait_for(lambda: _ints(cells_of(b, "roi")) == {layer: brute_count(centroids, moved)})
+        assert time.monotonic() - started < 1.5
+        # A second layer: every outline is recounted; deleting the first removes its counts.
+        async with live.http("reviewer") as http:
+            r = await import_layer(http, slide, export_bytes(cells[:500]), name="half")
+            second = r.json()["id"]
+        half = (centroids[0][:500], centroids[1][:500], centroids[2][:500])
+        await b.wait_for(lambda: _ints(cells_of(b, "roi")) == {
+            layer: brute_count(centroids, moved), second: brute_count(half, moved)})
+        async with live.http("admin") as http:
+            assert (await http.delete(f"/api/slides/{slide}/layers/{layer}")).status_code == 200
+            await b.wait_for(lambda: _ints(cells_of(b, "roi")) == {second: brute_count(half, moved)})
+            assert (await http.delete(f"/api/slides/{slide}/layers/{second}")).status_code == 200
+            await b.wait_for(lambda: "roi" in b.annotations and cells_of(b, "roi") is None
+                             and "area_um2" in b.annotations["roi"]["measurements"])
+
+
+async def test_counts_of_a_reloaded_room_follow_layers_deleted_meanwhile(
+    live: LiveServer, slide: str, layer: str, centroids: Any
+) -> None:
+    collab = live.app.state.collab
+    outline = square(2000, 2000, 3000)
+    async with live.client(slide, user="alice") as a:
+        a.annotations["roi"] = Map({"geometry": outline, "comments": Array([])})
+        await a.wait_for(lambda: _ints(cells_of(a, "roi")) == {layer: brute_count(centroids, outline)})
+
+    await collab.rooms.unload(RoomKey.slide(slide)) if hasattr(collab.rooms, "unload") else None
+    async with live.http("admin") as http:
+        assert (await http.delete(f"/api/slides/{slide}/layers/{layer}")).status_code == 200
+    async with live.client(slide, user="carol", role="viewer") as c:
+        await c.wait_for(lambda: "roi" in c.annotations and cells_of(c, "roi") is None)
+
+
+def _rss_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(field)
+
+
+@pytest.mark.slow
+def test_large_import_keeps_memory_bounded(server_process: ServerProcess, tmp_path: Path) -> None:
+    """200,000 cells (about 130 MB of JSON) streamed to a child `collab serve`: the growth of its
+    peak RSS (VmHWM) over its RSS before the import stays far below the size of the file."""
+    proc = server_process.start()
+    assert proc.proc is not None
+    pid = proc.proc.pid
+    auth = TokenAuthenticator(SECRET)
+    admin = auth.mint(user="adm", name="Adm", site="Roubaix", role="admin", slides="*", ttl=600)
+    headers = {"Authorization": f"Bearer {admin}"}
+    with httpx.Client(base_url=proc.base_url, headers=headers, timeout=300) as http:
+        r = http.post("/api/slides", json={"id": "big", "title": "big", "width": 100_000, "height": 80_000,
+                                           "mpp": 0.25, "tiles": "https://example.invalid/x.dzi"})
+        assert r.status_code in (200, 201), r.text
+        before = _rss_kb(pid, "VmRSS")
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+        sent = 0
+
+        def body() -> Any:
+            nonlocal sent
+            for piece in export_pieces(200_000, box=(0, 0, 99_000, 79_000)):
+                sent += len(piece)
+                yield piece
+
+        r = http.post("/api/slides/big/layers", params={"name": "big"}, content=body())
+        assert r.status_code == 201, r.text
+        assert r.json()["count"] == 200_000
+        peak = _rss_kb(pid, "VmHWM")
+    growth_mb = (peak - before) / 1024
+    print(f"\nimport of {sent / 1e6:.0f} MB: peak RSS growth {growth_mb:.1f} MB")
+    assert sent > 100e6
+    assert growth_mb < 80, growth_mb
+    assert os.path.getsize(proc.data / "layers.sqlite3") < 200_000 * 150 * 1.5
+
+
+# --- the parser, without a server --------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(alphabet='ab,[]{}"\\é ', max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(alphabet='k,"\\]', max_size=3), inner,
+                                                               max_size=3),
+    max_leaves=12,
+)
+
+
+@given(values=st.lists(json_values, max_size=8), cuts=st.lists(st.integers(1, 10_000), max_size=12))
+@example(values=['\\', "]"], cuts=[2])  # a backslash at the end of a piece escapes the next
+def test_splitter_cuts_whole_elements_wherever_the_pieces_end(values: list[Any], cuts: list[int]) -> None:
+    body = orjson.dumps(values)[1:]
+    splitter = ArraySplitter()
+    got: list[Any] = []
+    previous = 0
+    for cut in [*sorted({c % (len(body) + 1) for c in cuts}), len(body)]:
+        if cut < previous:
+            continue
+        span = splitter.feed(body[previous:cut])
+        previous = cut
+        if span.strip():
+            got += orjson.loads(b"[" + span + b"]")
+    assert splitter.closed
+    assert got == values
+
+
+def _parse(body: bytes, piece: int = 4096) -> LayerParser:
+    parser = LayerParser(width=100_000, height=80_000)
+    for start in range(0, len(body), piece):
+        parser.feed(body[start : start + piece])
+    parser.finish()
+    return parser
+
+
+def test_both_json_paths_agree(cells: list[dict[str, Any]]) -> None:
+    """The usual layout goes through the splitter and orjson; another (a key before
+    "features") through ijson: same objects, classes and reasons."""
+    bad, reasons = unusable_features()
+    features = cells[:500] + bad + cells[500:1000]
+    usual = export_bytes(features)
+    other = orjson.dumps({"bbox": [0, 0, 1, 1], "type": "FeatureCollection", "features": features})
+    array = orjson.dumps(features)
+    results = []
+    for body in (usual, other, array):
+        parser = _parse(body)
+        results.append((parser.count, dict(parser.class_counts), dict(parser.skipped)))
+    assert results[0] == results[1] == results[2]
+    assert results[0][0] == 1000 and results[0][2] == reasons
+
+
+async def test_store_keeps_cells_compact_and_gives_space_back(tmp_path: Path) -> None:
+    """The real SQLite layer store: an export in random order (every tile's pieces regrouped)
+    takes at most 150 bytes a cell (8-vertex outline + nucleus) in the file, and a deleted layer
+    gives its pages back."""
+    import sqlite3
+
+    from collab.layers.sqlite import SqliteLayerStore
+    from collab.layers.store import LayerMeta
+
+    n = 60_000
+    raw = b"".join(export_pieces(n, box=(5000, 5000, 15_000, 15_000)))  # ~1,700 px² a cell
+    path = tmp_path / "layers.sqlite3"
+    store = SqliteLayerStore(path)
+    await store.open()
+    try:
+        await store.begin_import("L", "s")
+        parser = LayerParser(width=100_000, height=80_000)
+        for start in range(0, len(raw), 1 << 20):
+            await store.add_chunks("L", parser.feed(raw[start : start + (1 << 20)]))
+        await store.add_chunks("L", parser.finish())
+        await store.finish_import(LayerMeta("L", "s", "n", 0, parser.count, [], {}, {}))
+        assert parser.count == n
+        assert await store.stored_bytes("L") / n <= 150
+
+        def file_bytes() -> int:
+            db = sqlite3.connect(path)
+            try:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                assert db.execute("PRAGMA freelist_count").fetchone() == (0,)
+            finally:
+                db.close()
+            return path.stat().st_size
+
+        full = file_bytes()
+        assert full / n <= 150, full / n
+        assert await store.delete_layer("s", "L")
+        assert file_bytes() < full / 10
+    finally:
+        await store.close()
