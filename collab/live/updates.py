@@ -38,25 +38,122 @@ def struct_ranges(update: bytes) -> dict[int, tuple[int, int]]:
     It also reads the delete set, so that bytes it accepts are well-formed enough for pycrdt:
     a count in the hundreds of millions costs Yrs a second before it fails, a value nested
     100,000 deep overflows its stack; here both fail at once, as a ProtocolError.
+
+    Every client update goes through this on the hot path, so it is one loop over local
+    variables rather than a reader object (a method call per value cost 70 µs per 50-vertex
+    polygon; bench/RESULTS.md, "Issue 10: what moved").
     """
-    reader = Reader(update)
+    try:
+        return _struct_ranges(update)
+    except IndexError:
+        raise ProtocolError("truncated update") from None
+
+
+def _varuint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    for _ in range(8):
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ProtocolError("var-uint longer than 8 bytes")
+
+
+def _struct_ranges(data: bytes) -> dict[int, tuple[int, int]]:
+    size = len(data)
     ranges: dict[int, tuple[int, int]] = {}
-    for _ in range(reader.var_uint()):
-        count = reader.var_uint()
-        client = reader.var_uint()
-        first = clock = reader.var_uint()
+    clients, pos = _varuint(data, 0)
+    if clients > size:
+        raise ProtocolError("more clients than bytes")
+    for _ in range(clients):
+        count, pos = _varuint(data, pos)
+        if count > size:
+            raise ProtocolError("more structs than bytes")
+        client, pos = _varuint(data, pos)
+        first, pos = _varuint(data, pos)
+        clock = first
         for _ in range(count):
-            clock += _skip_struct(reader)
+            info = data[pos]
+            pos += 1
+            ref = info & 0x1F
+            if ref == 0 or ref == 10:  # GC, Skip: a length
+                length, pos = _varuint(data, pos)
+                clock += length
+                continue
+            if info & 0x80:  # origin id
+                _, pos = _varuint(data, pos)
+                _, pos = _varuint(data, pos)
+            if info & 0x40:  # right origin id
+                _, pos = _varuint(data, pos)
+                _, pos = _varuint(data, pos)
+            if not info & 0xC0:  # no origin: the parent is written out
+                parent_is_root, pos = _varuint(data, pos)
+                if parent_is_root == 1:
+                    length, pos = _varuint(data, pos)
+                    pos += length  # a root type's name
+                else:
+                    _, pos = _varuint(data, pos)
+                    _, pos = _varuint(data, pos)
+                if info & 0x20:
+                    length, pos = _varuint(data, pos)
+                    pos += length  # the key in a map
+            if ref == 8:  # any values: the common case, read inline
+                length, pos = _varuint(data, pos)
+                for _ in range(length):
+                    pos = _skip_any(data, pos)
+                clock += length
+            elif ref == 1:  # deleted
+                length, pos = _varuint(data, pos)
+                clock += length
+            elif ref == 2:  # JSON strings
+                length, pos = _varuint(data, pos)
+                for _ in range(length):
+                    n, pos = _varuint(data, pos)
+                    pos += n
+                clock += length
+            elif ref == 4:  # a string: its length in UTF-16 code units, as Yjs counts
+                n, pos = _varuint(data, pos)
+                if pos + n > size:
+                    raise ProtocolError("string runs past the end of the update")
+                try:
+                    text = data[pos : pos + n].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ProtocolError("string is not valid UTF-8") from None
+                pos += n
+                clock += len(text.encode("utf-16-le")) // 2
+            elif ref in (3, 5):  # binary, embed
+                n, pos = _varuint(data, pos)
+                pos += n
+                clock += 1
+            elif ref == 6:  # format: key and value
+                n, pos = _varuint(data, pos)
+                pos += n
+                n, pos = _varuint(data, pos)
+                pos += n
+                clock += 1
+            elif ref == 7:  # a shared type
+                type_ref, pos = _varuint(data, pos)
+                if type_ref in (_XML_ELEMENT, _XML_HOOK):
+                    n, pos = _varuint(data, pos)
+                    pos += n
+                clock += 1
+            elif ref == 9:  # a subdocument
+                n, pos = _varuint(data, pos)
+                pos = _skip_any(data, pos + n)
+                clock += 1
+            else:
+                raise ProtocolError(f"unknown struct content {ref}")
+            if pos > size:
+                raise ProtocolError("struct runs past the end of the update")
         if count:
             start, end = ranges.get(client, (first, clock))
             ranges[client] = (min(start, first), max(end, clock))
-    _read_delete_set(reader)
+    _read_delete_set(Reader(data[pos:]))
     return ranges
 
 
-# Struct info byte (Yjs UpdateDecoderV1): the low 5 bits name the content; the high bits say
-# which of origin (0x80), right origin (0x40) and parent key (0x20) follow.
-_GC, _SKIP = 0, 10
 _XML_ELEMENT, _XML_HOOK = 3, 5  # type refs followed by a node name
 # Values nested deeper than this are refused before pycrdt sees them: Yrs decodes them
 # recursively, and an array nested 100,000 deep overflows its stack (the process dies with
@@ -65,90 +162,56 @@ _XML_ELEMENT, _XML_HOOK = 3, 5  # type refs followed by a node name
 _MAX_ANY_DEPTH = 1024
 
 
-def _skip_struct(reader: Reader) -> int:
-    """Read one struct; answer its length in clock ticks."""
-    info = reader.byte()
-    ref = info & 0x1F
-    if ref in (_GC, _SKIP):
-        return reader.var_uint()
-    if info & 0x80:
-        reader.var_uint(), reader.var_uint()  # origin id
-    if info & 0x40:
-        reader.var_uint(), reader.var_uint()  # right origin id
-    if not info & 0xC0:  # no origin: the parent is written out
-        if reader.var_uint() == 1:
-            reader.var_bytes()  # a root type's name
-        else:
-            reader.var_uint(), reader.var_uint()  # the parent item's id
-        if info & 0x20:
-            reader.var_bytes()  # the key in a map
-    return _skip_content(reader, ref)
-
-
-def _skip_content(reader: Reader, ref: int) -> int:
-    if ref == 1:  # deleted
-        return reader.var_uint()
-    if ref == 2:  # JSON (strings)
-        length = reader.var_uint()
-        for _ in range(length):
-            reader.var_bytes()
-        return length
-    if ref == 3:  # binary
-        reader.var_bytes()
-        return 1
-    if ref == 4:  # string: its length in UTF-16 code units, as Yjs counts
-        return len(reader.var_string().encode("utf-16-le")) // 2
-    if ref == 5:  # embed
-        reader.var_bytes()
-        return 1
-    if ref == 6:  # format
-        reader.var_bytes(), reader.var_bytes()
-        return 1
-    if ref == 7:  # a shared type
-        if reader.var_uint() in (_XML_ELEMENT, _XML_HOOK):
-            reader.var_bytes()
-        return 1
-    if ref == 8:  # any values
-        length = reader.var_uint()
-        for _ in range(length):
-            _skip_any(reader)
-        return length
-    if ref == 9:  # a subdocument
-        reader.var_bytes()
-        _skip_any(reader)
-        return 1
-    raise ProtocolError(f"unknown struct content {ref}")
-
-
-def _skip_any(reader: Reader) -> None:
-    """Skip one lib0 `any` value (iteratively: a deep value must not exhaust Python's stack)."""
-    levels = [[1, False]]  # per open array or object: values left to read, and whether keyed
-    while levels:
-        level = levels[-1]
-        if level[0] == 0:
-            levels.pop()
+def _skip_any(data: bytes, pos: int) -> int:
+    """Skip one lib0 `any` value; answer the position after it (iteratively: a deep value
+    must not exhaust Python's stack)."""
+    left = [1]  # per open array or object: values still to read (objects: keyed, negative)
+    while left:
+        n = left[-1]
+        if n == 0:
+            left.pop()
             continue
-        level[0] -= 1
-        if level[1]:
-            reader.var_bytes()  # an object's key
-        kind = reader.byte()
-        if kind in (127, 126, 121, 120):  # undefined, null, false, true
-            continue
-        if kind == 125:  # var-int
-            while reader.byte() & 0x80:
-                pass
-        elif kind == 124:
-            reader.skip(4)
-        elif kind in (123, 122):
-            reader.skip(8)
-        elif kind in (119, 116):  # string, bytes
-            reader.var_bytes()
-        elif kind in (118, 117):  # object, array
-            if len(levels) > _MAX_ANY_DEPTH:
+        if n > 0:
+            left[-1] = n - 1
+        else:  # an object's entry: its key first
+            left[-1] = n + 1
+            length, pos = _varuint(data, pos)
+            pos += length
+        kind = data[pos]
+        pos += 1
+        if kind >= 120:  # undefined, null, var-int, float32, float64, bigint, false, true
+            if kind == 123 or kind == 122:
+                pos += 8
+            elif kind == 124:
+                pos += 4
+            elif kind == 125:
+                while data[pos] & 0x80:
+                    pos += 1
+                pos += 1
+        elif kind == 119 or kind == 116:  # string, bytes
+            length, pos = _varuint(data, pos)
+            pos += length
+        elif kind == 117 or kind == 118:  # array, object
+            if len(left) > _MAX_ANY_DEPTH:
                 raise ProtocolError("value nested too deep")
-            levels.append([reader.var_uint(), kind == 118])
+            count = data[pos]
+            if count < 0x80:
+                pos += 1
+            else:
+                count, pos = _varuint(data, pos)
+            if count > len(data):
+                raise ProtocolError("more values than bytes")
+            if kind == 117:
+                # Coordinates are arrays of float64s: skip a run of them without the stack.
+                while count and data[pos] == 123:
+                    pos += 9
+                    count -= 1
+                left.append(count)
+            else:
+                left.append(-count)
         else:
             raise ProtocolError(f"unknown value type {kind}")
+    return pos
 
 
 def changes_nothing(doc: Doc, update: bytes) -> bool:
