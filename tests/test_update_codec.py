@@ -79,3 +79,28 @@ def doc_state(clocks: dict[int, int]) -> bytes:
 def test_malformed_updates_are_protocol_errors(data: bytes) -> None:
     with pytest.raises(ProtocolError):
         struct_ranges(data)
+
+
+def test_struct_ranges_reads_formats_embeds_subdocuments_gc_and_skips() -> None:
+    from pycrdt import merge_updates
+
+    doc: Doc = Doc()
+    text = doc.get("t", type=Text)
+    text.insert(0, "hello world")
+    text.format(0, 5, {"bold": True})  # format structs
+    text.insert_embed(5, {"image": "x"})  # an embed
+    doc.get("m", type=Map)["sub"] = Doc()  # a subdocument
+    del text[0:11]  # deleted content: garbage-collected into GC structs when encoded
+    after = decode_state_vector(doc.get_state())
+    assert struct_ranges(doc.get_update()) == {c: (0, end) for c, end in after.items()}
+
+    # Two updates of one client with a hole between them merge into one with a Skip struct.
+    writer: Doc = Doc()
+    m = writer.get("m", type=Map)
+    updates: list[bytes] = []
+    writer.observe(lambda event: updates.append(event.update))
+    for i in range(3):
+        m[str(i)] = i
+    with_hole = merge_updates(updates[0], updates[2])
+    assert struct_ranges(with_hole) == {writer.client_id: (0, 3)}
+    assert struct_ranges(updates[2]) == {writer.client_id: (2, 3)}
