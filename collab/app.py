@@ -79,7 +79,6 @@ class Collab:
         self.api = RequestAuth(self.authenticator)
         self.slides_api = SlidesApi(self.api, self.slides, self.images, settings, self.archive)
         self.annotations_api = AnnotationsApi(self.api, self.rooms, self.slides, self.store, settings)
-        self.archive_api = ArchiveApi(self.api, self.rooms, self.slides, self.store, settings, self.archive)
         self.sessions = SessionRegistry(self.store, self.slides)
         self.sessions_api = SessionsApi(
             self.api, self.sessions, self.slides, self.store, self.rooms, settings
@@ -91,6 +90,8 @@ class Collab:
         # Detection layers: a store of their own (bulk imports stay out of the live store's log).
         self.layers = LayerRegistry(SqliteLayerStore(settings.data / "layers.sqlite3"))
         self.layers_api = LayersApi(self.api, self.layers, self.slides, self.rooms, self.store, settings)
+        self.archive_api = ArchiveApi(self.api, self.rooms, self.slides, self.store, settings, self.archive,
+                                      self.layers)
         self.tokens_api = TokensApi(self.api, self.authenticator, self.tickets, settings)
         self._drain_lock = asyncio.Lock()
         self._drained = False

@@ -21,6 +21,8 @@ from collab.archive.series import find_slide_series
 from collab.auth import Principal
 from collab.errors import BadRequest, Forbidden, NotFound
 from collab.http import JSONResponse, RequestAuth, read_json
+from collab.layers.dicom import layer_to_dicom
+from collab.layers.registry import LayerRegistry
 from collab.live.keys import RoomKey
 from collab.live.rooms import RoomManager
 from collab.settings import Settings
@@ -64,13 +66,14 @@ def _base_image(client: DICOMwebClient, ref: SeriesRef) -> Dataset:
 
 class ArchiveApi:
     def __init__(self, auth: RequestAuth, rooms: RoomManager, slides: SlideRegistry, store: Store,
-                 settings: Settings, archive: DicomWebSlides) -> None:
+                 settings: Settings, archive: DicomWebSlides, layers: LayerRegistry) -> None:
         self._auth = auth
         self._rooms = rooms
         self._slides = slides
         self._store = store
         self._settings = settings
         self._archive = archive
+        self._layers = layers
 
     async def _guard(self, slide_id: str) -> AnnotationGuard:
         room = await self._rooms.open(RoomKey.slide(slide_id))
@@ -117,6 +120,47 @@ class ArchiveApi:
         answer = {"study": ref.study, "series": str(series_uid), "instance": str(instance_uid)}
         self._audit(guard, principal, "exported-dicom", {**answer, "annotations": count})
         log.info("exported %d annotations to the archive", count, extra={"slide": slide_id, **answer})
+        return JSONResponse(answer, status_code=201)
+
+    async def export_layer_dicom(self, request: Request) -> Response:
+        principal = self._auth.principal(request)
+        slide_id, layer_id = request.path_params["slide_id"], request.path_params["layer_id"]
+        principal.require_slide(slide_id)
+        if not principal.can_present:
+            raise Forbidden("only a presenter or admin may export a layer to the archive")
+        record = await self._slides.get(slide_id)
+        if not isinstance(record.get("dicomweb"), dict):
+            raise BadRequest("the slide is not from a DICOMweb archive: nowhere to store its layer")
+        ref = SeriesRef(**record["dicomweb"])
+        layers = self._layers.store
+        meta = await layers.get_layer(slide_id, layer_id)
+        if meta is None:
+            raise NotFound(f"no layer {layer_id} on slide {slide_id}")
+        series_uid, instance_uid = hd.UID(), hd.UID()
+
+        def export() -> int:
+            # All of it in this worker thread: the chunks are read one at a time from the layer
+            # store and encoded as bulk arrays; the event loop only waits.
+            client = self._archive.client(ref.url)
+            source = _base_image(client, ref)
+            try:
+                dataset, count = layer_to_dicom(
+                    meta, layers.read_chunks(layer_id), source, series_uid=series_uid, instance_uid=instance_uid,
+                    creator=principal.name or principal.user_id, site=principal.site,
+                )
+            except ValueError as exc:
+                raise BadRequest(f"cannot export: {exc}") from exc
+            with archive_errors("storing the layer"):
+                client.store_instances([dataset])
+            return count
+
+        started = time.perf_counter()
+        count = await asyncio.to_thread(export)
+        answer = {"study": ref.study, "series": str(series_uid), "instance": str(instance_uid), "count": count}
+        self._store.audit(AuditRecord(str(RoomKey.slide(slide_id)), int(time.time() * 1000), principal.user_id,
+                                      principal.site, "layer_exported-dicom", layer_id, answer))
+        log.info("exported a layer of %d objects to the archive in %.1f s", count, time.perf_counter() - started,
+                 extra={"slide_id": slide_id, "layer": layer_id, **answer})
         return JSONResponse(answer, status_code=201)
 
     async def import_dicom(self, request: Request) -> Response:
@@ -170,5 +214,6 @@ class ArchiveApi:
         return [
             Route("/api/slides/{slide_id}/export/dicom", self.export_dicom, methods=["POST"]),
             Route("/api/slides/{slide_id}/import/dicom", self.import_dicom, methods=["POST"]),
+            Route("/api/slides/{slide_id}/layers/{layer_id}/export/dicom", self.export_layer_dicom, methods=["POST"]),
             Route("/api/archive/series", self.list_series, methods=["GET"]),
         ]

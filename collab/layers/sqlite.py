@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import aiosqlite
@@ -204,6 +204,18 @@ class SqliteLayerStore:
             )
             out.update({r[0]: r[1] for r in await cursor.fetchall()})
         return out
+
+    def read_chunks(self, layer_id: str) -> Iterator[tuple[int, bytes, bytes]]:
+        # A connection of its own, in the caller's (worker) thread: a million cells are hundreds
+        # of chunks, each a thread hop through aiosqlite. One SELECT reads one snapshot (WAL), so
+        # a layer deleted meanwhile is still read whole; rows are stepped, never all in memory.
+        db = sqlite3.connect(self.path, timeout=60)
+        try:
+            yield from db.execute(
+                "SELECT count, points, shapes FROM chunks WHERE layer_id = ? ORDER BY chunk", (layer_id,)
+            )
+        finally:
+            db.close()
 
     async def stored_bytes(self, layer_id: str) -> int:
         cursor = await self.db.execute(

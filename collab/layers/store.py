@@ -7,7 +7,7 @@ and published at its end in one step; an import that fails or is cut leaves noth
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -70,6 +70,10 @@ class LayerStore(Protocol):
     async def load_points(self, layer_id: str) -> list[PointsRow]: ...
 
     async def load_shapes(self, layer_id: str, chunks: Iterable[int]) -> dict[int, bytes]: ...
+
+    def read_chunks(self, layer_id: str) -> Iterator[tuple[int, bytes, bytes]]:
+        """Every chunk of a layer as (count, points, shapes), in chunk order, one at a time.
+        Blocking: iterate it in a worker thread (an export reads a whole layer this way)."""
 
     async def stored_bytes(self, layer_id: str) -> int:
         """Bytes of blobs and chunk rows the layer takes (benchmarks, the listing)."""
