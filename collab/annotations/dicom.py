@@ -31,7 +31,7 @@ from collab.annotations.geometry import MEASUREMENT_KEYS
 __all__ = ["UNCLASSIFIED", "from_dicom", "to_dicom"]
 
 UNCLASSIFIED = "Unclassified"
-_CATEGORY = Code("91723000", "SCT", "Anatomical Structure")
+ANNOTATED_CATEGORY = Code("91723000", "SCT", "Anatomical Structure")
 _CLASS_SCHEME = "99COLLAB"  # a private coding scheme for class names (DICOM allows 99 prefixes)
 _MEASUREMENTS = {
     "area_um2": (Code("42798000", "SCT", "Area"), Code("um2", "UCUM", "square micrometer")),
@@ -76,12 +76,12 @@ def _points(kind: str, coords: Any) -> np.ndarray | None:
     return array
 
 
-def _class_code(name: str) -> Code:
+def class_code(name: str) -> Code:
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
     return Code(digest, _CLASS_SCHEME, name[:64])
 
 
-def _color(classification: Mapping[str, Any] | None) -> hd.color.CIELabColor | None:
+def class_color(classification: Mapping[str, Any] | None) -> hd.color.CIELabColor | None:
     rgb = classification.get("color") if classification else None
     if isinstance(rgb, list) and len(rgb) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in rgb):
         return hd.color.CIELabColor.from_rgb(*rgb)
@@ -113,7 +113,7 @@ def to_dicom(
                 continue
             group = groups.setdefault((name, _GRAPHIC[kind]), {
                 "points": [], "measurements": defaultdict(list), "authors": set(),
-                "color": _color(classification),
+                "color": class_color(classification),
             })
             group["points"].append(points)
             for key in MEASUREMENT_KEYS:
@@ -135,8 +135,8 @@ def to_dicom(
             number=number,
             uid=hd.UID(),
             label=name[:64],
-            annotated_property_category=_CATEGORY,
-            annotated_property_type=_class_code(name),
+            annotated_property_category=ANNOTATED_CATEGORY,
+            annotated_property_type=class_code(name),
             graphic_type=graphic,
             graphic_data=group["points"],
             algorithm_type="MANUAL",
@@ -161,14 +161,14 @@ def to_dicom(
         device_serial_number="collab",
         content_description=description[:64],
         content_label="ANNOTATIONS",
-        content_creator_name=_person_name(creator),
+        content_creator_name=person_name(creator),
     )
     dataset.InstitutionName = site[:64]
     dataset.SeriesDescription = f"collab annotations ({site})"[:64]
     return dataset, count
 
 
-def _person_name(user: str) -> str:
+def person_name(user: str) -> str:
     # A PN component may not hold '^' or '=' (component and group separators); the trailing
     # caret says the whole name is one component (a user name, not family^given).
     return ("".join(c for c in user if c not in "^=\\")[:63] or "collab") + "^"

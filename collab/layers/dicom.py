@@ -20,7 +20,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from collab.annotations.dicom import _CATEGORY, UNCLASSIFIED, _class_code, _color, _person_name
+from collab.annotations.dicom import ANNOTATED_CATEGORY, UNCLASSIFIED, class_code, class_color, person_name
 from collab.layers.codec import decode_points, decode_shapes
 from collab.layers.store import LayerMeta
 
@@ -77,13 +77,13 @@ def _annotation_group(number: int, name: str, color: object, graphic: str, group
         number=number,
         uid=hd.UID(),
         label=name[:64],
-        annotated_property_category=_CATEGORY,
-        annotated_property_type=_class_code(name),
+        annotated_property_category=ANNOTATED_CATEGORY,
+        annotated_property_type=class_code(name),
         graphic_type=graphic,
         graphic_data=[coords[: int(sizes[0])]],  # checked by highdicom, then replaced by the whole group
         algorithm_type="AUTOMATIC",
         algorithm_identification=algorithm,
-        display_color=_color({"color": color}),
+        display_color=class_color({"color": color}),
     )
     out.NumberOfAnnotations = len(sizes)
     out.PointCoordinatesData = coords.astype("<f4", copy=False).tobytes()
@@ -141,7 +141,7 @@ def layer_to_dicom(
         device_serial_number="collab",
         content_description=f"layer {meta.name}"[:64],
         content_label="LAYER",
-        content_creator_name=_person_name(creator),
+        content_creator_name=person_name(creator),
     )
     dataset.InstitutionName = site[:64]
     dataset.SeriesDescription = f"collab layer {meta.name} ({site})"[:64]
