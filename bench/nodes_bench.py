@@ -95,12 +95,13 @@ def token(user: str, role: str = "reviewer") -> str:
 class Node:
     """One `collab serve` child on CPU 1."""
 
-    def __init__(self, workdir: Path, name: str, *extra: str) -> None:
+    def __init__(self, workdir: Path, name: str, *extra: str, log_level: str = "warning") -> None:
         self.port = free_port()
         self.data = workdir / name
         self.data.mkdir(parents=True, exist_ok=True)
-        self.log = open(workdir / f"{name}.log", "ab")
-        env = {**os.environ, "COLLAB_SECRET": SECRET, "COLLAB_LOG_LEVEL": "warning"}
+        self.log_path = workdir / f"{name}.log"
+        self.log = open(self.log_path, "ab")
+        env = {**os.environ, "COLLAB_SECRET": SECRET, "COLLAB_LOG_LEVEL": log_level}
         cmd = [COLLAB, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data", str(self.data), *extra]
         if shutil.which("taskset"):
             cmd = ["taskset", "-c", "1", *cmd]  # taskset execs: the child's pid is the server's
@@ -405,15 +406,22 @@ async def kill_run(a: argparse.Namespace, redis: Redis, run: int) -> dict[str, A
         async with database(a.pg) as url:
             redis.flush()
             extra = ["--database-url", url, "--redis-url", redis.url]
-            nodes = [Node(work, "node1", *extra), Node(work, "node2", *extra)]
+            nodes = [Node(work, "node1", *extra, log_level="info"), Node(work, "node2", *extra, log_level="info")]
+            row: dict[str, Any] = {}
             try:
                 for n in nodes:
                     await asyncio.to_thread(n.wait_ready)
                 await asyncio.to_thread(nodes[0].register_slide)
-                return await _kill_measure(a, nodes, run)
+                row = await _kill_measure(a, nodes, run)
+                return row
             finally:
                 for n in nodes:
                     await asyncio.to_thread(n.stop)
+                if not row or row["lost"] or row["clients_not_converged"]:  # keep the logs of a bad run
+                    for n in nodes:
+                        keep = ROOT / "bench" / "work" / f"nodes-kill-r{run}-{n.data.name}.log"
+                        shutil.copy(n.log_path, keep)
+                        print(f"  kept {keep}", flush=True)
 
 
 async def _kill_measure(a: argparse.Namespace, nodes: list[Node], run: int) -> dict[str, Any]:
@@ -423,7 +431,7 @@ async def _kill_measure(a: argparse.Namespace, nodes: list[Node], run: int) -> d
     await connect_all([r.client for r in n1 + n2])
     w1, w2 = n1[0], n2[0]
     rnd = random.Random(run)
-    written: list[str] = []
+    written: dict[str, float] = {}  # key -> when it was written
     stop = asyncio.Event()
 
     async def write(w: Reconnecting, tag: str) -> None:
@@ -434,7 +442,7 @@ async def _kill_measure(a: argparse.Namespace, nodes: list[Node], run: int) -> d
             if due > time.perf_counter():
                 await asyncio.sleep(due - time.perf_counter())
             key = f"{tag}-{i}"
-            written.append(key)
+            written[key] = time.perf_counter()
             w.client.annotations[key] = make_annotation(rnd, tag, a.vertices)  # offline edits too
             i += 1
 
@@ -464,11 +472,17 @@ async def _kill_measure(a: argparse.Namespace, nodes: list[Node], run: int) -> d
         await asyncio.sleep(0.1)
     missing = want - set(check.annotations.keys())
     not_converged = sum(1 for c in everyone if not want <= set(c.annotations.keys()))
+    # Clients whose connection to the survivor was closed again (a stock provider would retry).
+    closed_again = [{"user": r.user, "code": r.client.close_code, "reason": r.client.close_reason,
+                     "denied": r.client.denied}
+                    for r in n1 + n2 if r.client.closed.is_set()]
     await close_all([*everyone])
     row = {
         "bench": "nodes-kill", "run": run, "clients": a.kill_clients, "rate": a.rate, "held_at_kill": len(held),
         "written": len(written), "lost": len(missing), "lost_keys": sorted(missing)[:20],
-        "clients_not_converged": not_converged,
+        "clients_not_converged": not_converged, "closed_again": closed_again,
+        "lost_by_writer": {w: sum(1 for k in missing if k.startswith(w + "-")) for w in ("w1", "w2")},
+        "lost_written_after_kill": sum(1 for k in missing if written.get(k, 0) > killed),
         "node1_clients_synced": len(synced), "node1_clients": len(n1),
         "sync_after_kill_s": {"p50": pct(synced, 0.5), "p99": pct(synced, 0.99), "max": max(synced, default=None)},
         "reconnect_attempts_max": max(r.attempts for r in n1),
@@ -537,6 +551,18 @@ def summarize(rows: list[dict[str, Any]]) -> None:
               f"per-run median client: {med_range(every_sync)} s")
 
 
+def wait_quiet(limit_pct: float, max_wait: float) -> float:
+    """Wait (up to max_wait s) until processes outside this bench use under limit_pct of one core
+    over one second, as run.sh does; answer the last reading."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        b0, o0 = machine_busy_ticks(), cpu_ticks(os.getpid())
+        time.sleep(1.0)
+        foreign = max(0, (machine_busy_ticks() - b0) - (cpu_ticks(os.getpid()) - o0)) / HZ * 100
+        if foreign < limit_pct or time.monotonic() > deadline:
+            return foreign
+
+
 def save(out: Path, row: dict[str, Any], sha: str) -> None:
     row["commit"] = sha
     with out.open("a") as f:
@@ -561,6 +587,9 @@ async def main() -> None:
     ap.add_argument("--sync-timeout", type=float, default=30)
     ap.add_argument("--pg", default=os.environ.get("COLLAB_TEST_PG_URL") or "postgresql://postgres@127.0.0.1:5432/postgres")
     ap.add_argument("--out", default="")
+    ap.add_argument("--quiet-pct", type=float, default=30, help="wait for other processes to use less CPU")
+    ap.add_argument("--quiet-max", type=float, default=60)
+    ap.add_argument("--run-start", type=int, default=1, help="number of the first run (to add runs to a file)")
     ap.add_argument("--profile", action="store_true", help="py-spy every node during the window (separate runs)")
     a = ap.parse_args()
     if shutil.which("taskset"):
@@ -574,13 +603,16 @@ async def main() -> None:
         try:
             if a.only in (None, "fanout"):
                 variants = a.variants.split(",")
-                for run in range(1, a.runs + 1):
+                for run in range(a.run_start, a.run_start + a.runs):
                     shift = (run - 1) % len(variants)  # rotate the order: each set-up goes first in turn
                     for v in variants[shift:] + variants[:shift]:
+                        quiet = wait_quiet(a.quiet_pct, a.quiet_max)
                         rows.append(await fanout_run(v, a, redis, run))
+                        rows[-1]["foreign_cpu_pct_before"] = round(quiet, 1)
                         save(out, rows[-1], sha)
             if a.only in (None, "kill"):
-                for run in range(1, a.kill_runs + 1):
+                for run in range(a.run_start, a.run_start + a.kill_runs):
+                    wait_quiet(a.quiet_pct, a.quiet_max)
                     rows.append(await kill_run(a, redis, run))
                     save(out, rows[-1], sha)
         finally:
@@ -589,5 +621,10 @@ async def main() -> None:
     print(f"\nrows -> {out}")
 
 
+def _terminate(*_: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM: unwind, so that nodes, redis-server and databases go too
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _terminate)
     asyncio.run(main())
