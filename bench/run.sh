@@ -28,6 +28,10 @@
 #      under that name, e.g. collab-7ab150f for a second commit), DUR_NAME (collab), EXP_VARIANTS,
 #      EXP_SCENARIOS, EXP_OUT (experiments), PROFILE_TAG (prefix of the profile names),
 #      PROFILE_ONLY (one thru-closed profile under that name instead of the three).
+# A collab name ending in -<commit> (collab-7dd258d, collab-nogeom-7dd258d) runs THAT commit, so two
+# commits can be interleaved in one run: setup exports it with `git archive` (collab/, pyproject.toml,
+# README.md) to bench/work/snap-<sha> and installs it into its own venv bench/work/venv-<sha>, built
+# from that snapshot (its own dependency pins), which the run then starts.
 # Every JSON line gets extra fields: bench_foreign_cpu_pct {mean,max} (CPU % of one core used by
 # processes outside this bench during the run: other people's tests share the 2 cores),
 # bench_collab_commit, bench_rep.
@@ -66,6 +70,22 @@ setup() {
     mkdir -p "$SNAP" && git -C "$ROOT" archive "$SHA" collab | tar -x -C "$SNAP"
   fi
   log "collab under test: $SHA (snapshot $SNAP)"
+  local n c
+  for n in $PEERS ${EXP_VARIANTS:-} ${DUR_NAME:-}; do
+    c="$(commit_of "$n")" || continue
+    [[ -x "$W/venv-${c:0:7}/bin/collab" ]] && continue
+    rm -rf "$W/snap-${c:0:7}-pkg" && mkdir -p "$W/snap-${c:0:7}-pkg"
+    git -C "$ROOT" archive "$c" collab pyproject.toml README.md | tar -x -C "$W/snap-${c:0:7}-pkg"
+    # [scale]: from the regrouping on, collab/app.py imports redis (optional extra) whatever the settings
+    python3 -m venv "$W/venv-${c:0:7}" && "$W/venv-${c:0:7}/bin/pip" install -q "$W/snap-${c:0:7}-pkg[scale]" \
+      || { echo "could not build the venv of $c" >&2; exit 1; }
+    log "$n runs $c (venv $W/venv-${c:0:7}, built from its snapshot)"
+  done
+}
+# The commit a run name ends with (collab-nogeom-7dd258d -> the full sha of 7dd258d), or failure.
+commit_of() {
+  [[ "$1" == collab* && "$1" =~ -([0-9a-f]{7,40})$ ]] || return 1
+  git -C "$ROOT" rev-parse --verify -q "${BASH_REMATCH[1]}^{commit}"
 }
 setup
 export COLLAB_SRC="$SNAP"
@@ -128,7 +148,7 @@ wait_quiet() {
 # Append the JSON lines of one run-matrix call to $1, relabelled <name>:<scenario>:r<rep>[-k],
 # with the foreign-CPU figures of the run's time window.
 collect() { # dest tmpfile name rep t0
-  "$PY" - "$@" "$NOISE" "$SHA" <<'EOF'
+  "$PY" - "$@" "$NOISE" "${RUN_SHA:-$SHA}" <<'EOF'
 import json, sys, time
 dest, tmp, name, rep, t0, noise, sha = sys.argv[1:8]
 t0, t1 = float(t0), time.time()
@@ -174,6 +194,10 @@ run_one() { # name scenario rep dest
         collab-presence60) start="env COLLAB_PRESENCE_HZ=60 $start" ;;
         collab-nogeom*) start="env COLLAB_GEOMETRY_CHECKS=0 $start" ;;   # commits that have the setting
       esac
+      local c v
+      if c="$(commit_of "$name")"; then   # that commit's own install, not the working tree's snapshot
+        v="$W/venv-${c:0:7}"; start="env COLLAB=$v/bin/collab PY=$v/bin/python COLLAB_SRC= $start"; RUN_SHA="$c"
+      fi
       local extra="--params token=$TOKEN --room-prefix bench-"
       [[ "$sc" == durability* ]] && extra="--params token=$TOKEN --room bench-0"
       (cd "$W" && START_CMD="$start" URL_PREFIX=/ws/slides EXTRA="$extra" \
@@ -181,7 +205,7 @@ run_one() { # name scenario rep dest
         ./run-matrix.sh custom "$sc") ;;
   esac 2>&1 | grep -v '^   server log: .*"level":"info"'
   collect "$dest" "$tmp" "$name" "$rep" "$t0"
-  rm -f "$tmp"
+  rm -f "$tmp"; RUN_SHA=""
 }
 
 matrix() {
@@ -217,6 +241,7 @@ experiments() {
       local variants="collab-baseline collab-uvloop collab-nocompact"
       [[ "$sc" == aware30 ]] && variants="collab-baseline collab-uvloop collab-presence60"
       [[ -n "${EXP_VARIANTS:-}" ]] && variants="$EXP_VARIANTS"
+      (( rep % 2 == 0 )) && variants="$(printf '%s\n' $variants | tac | tr '\n' ' ')"   # alternate the order
       for p in $variants; do run_one "$p" "$sc" "$rep" "$RES/${EXP_OUT:-experiments}.jsonl"; done
     done
   done
