@@ -140,7 +140,7 @@ class Collab:
                 "width": slide.width,
                 "height": slide.height,
                 "mpp": slide.mpp,
-                "path": str(slide.path),
+                "path": str(slide.path.resolve()),  # --data may be relative to where the server started
                 "tiles": f"/slides/{slide.id}.dzi",
             }
         )
