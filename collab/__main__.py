@@ -34,9 +34,9 @@ def _serve_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 def _token_args(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("token", help="print a signed token (for scripts and tests)")
-    p.add_argument("--user", required=True)
-    p.add_argument("--name", required=True)
-    p.add_argument("--site", required=True)
+    p.add_argument("--user", required=True, help="user id (the token's sub: audit, author, presence)")
+    p.add_argument("--name", required=True, help="display name, shown to the others")
+    p.add_argument("--site", required=True, help="hospital, e.g. Roubaix or Mouscron")
     p.add_argument("--role", required=True, choices=[r.value for r in Role])
     p.add_argument("--slides", default="*", help='comma list of slide ids, or "*" (default)')
     p.add_argument("--ttl", type=float, help="seconds until it expires (default COLLAB_LINK_TTL, 4 h)")
