@@ -147,12 +147,25 @@ def to_dicom(
         count += len(group["points"])
     if not annotation_groups:
         raise ValueError("the slide has no annotation DICOM can hold")
+    dataset = bulk_annotations(
+        source_image, annotation_groups, series_uid=series_uid, instance_uid=instance_uid, series_number=900,
+        description=description, label="ANNOTATIONS", creator=creator, site=site,
+        series_description=f"collab annotations ({site})",
+    )
+    return dataset, count
+
+
+def bulk_annotations(
+    source_image: Any, groups: list[Any], *, series_uid: str, instance_uid: str, series_number: int,
+    description: str, label: str, creator: str, site: str, series_description: str,
+) -> hd.ann.MicroscopyBulkSimpleAnnotations:
+    """One Bulk Simple Annotations instance from collab (annotations or a detection layer)."""
     dataset = hd.ann.MicroscopyBulkSimpleAnnotations(
         source_images=[source_image],
         annotation_coordinate_type="2D",
-        annotation_groups=annotation_groups,
+        annotation_groups=groups,
         series_instance_uid=series_uid,
-        series_number=900,
+        series_number=series_number,
         sop_instance_uid=instance_uid,
         instance_number=1,
         manufacturer="collab",
@@ -160,12 +173,12 @@ def to_dicom(
         software_versions="0.1",
         device_serial_number="collab",
         content_description=description[:64],
-        content_label="ANNOTATIONS",
+        content_label=label,
         content_creator_name=person_name(creator),
     )
     dataset.InstitutionName = site[:64]
-    dataset.SeriesDescription = f"collab annotations ({site})"[:64]
-    return dataset, count
+    dataset.SeriesDescription = series_description[:64]
+    return dataset
 
 
 def person_name(user: str) -> str:

@@ -20,7 +20,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from collab.annotations.dicom import ANNOTATED_CATEGORY, UNCLASSIFIED, class_code, class_color, person_name
+from collab.annotations.dicom import ANNOTATED_CATEGORY, UNCLASSIFIED, bulk_annotations, class_code, class_color
 from collab.layers.codec import decode_points, decode_shapes
 from collab.layers.store import LayerMeta
 
@@ -127,22 +127,9 @@ def layer_to_dicom(
             total += groups[-1].NumberOfAnnotations
     if not groups:
         raise ValueError("the layer holds no objects")
-    dataset = hd.ann.MicroscopyBulkSimpleAnnotations(
-        source_images=[source_image],
-        annotation_coordinate_type="2D",
-        annotation_groups=groups,
-        series_instance_uid=series_uid,
-        series_number=901,
-        sop_instance_uid=instance_uid,
-        instance_number=1,
-        manufacturer="collab",
-        manufacturer_model_name="collab annotation server",
-        software_versions="0.1",
-        device_serial_number="collab",
-        content_description=f"layer {meta.name}"[:64],
-        content_label="LAYER",
-        content_creator_name=person_name(creator),
+    dataset = bulk_annotations(
+        source_image, groups, series_uid=series_uid, instance_uid=instance_uid, series_number=901,
+        description=f"layer {meta.name}", label="LAYER", creator=creator, site=site,
+        series_description=f"collab layer {meta.name} ({site})",
     )
-    dataset.InstitutionName = site[:64]
-    dataset.SeriesDescription = f"collab layer {meta.name} ({site})"[:64]
     return dataset, total
