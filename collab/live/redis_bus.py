@@ -1,8 +1,9 @@
 """RedisBus: rooms on several nodes hear each other through Redis pub/sub (redis-py asyncio).
 
 Every node subscribes to `collab:room:*` and keeps the messages of the rooms it has loaded. A
-message is `<JSON header>\\0<bytes>`: the header names the kind ("update" with the room's sequence
-numbers, "presence", "query"), the room and the sending node. Pub/sub delivers at most once: a
+message is `<node id>\\0<JSON header>\\0<bytes>`: the sending node first (a node drops its own
+messages unparsed), then a header naming the kind ("update" with the room's sequence numbers,
+"presence", "query") and the room. Pub/sub delivers at most once: a
 node that misses a message (Redis away, a slow subscriber) sees the gap in the sequence numbers
 or hears nothing, and reads what it lacks from the store (RoomManager.catch_up), so Redis only
 ever carries messages, never the only copy of anything.
@@ -41,6 +42,7 @@ RETRY_SECONDS = 1.0
 class RedisBus:
     def __init__(self, url: str, *, on_reconnect: Callable[[], None] | None = None) -> None:
         self.node_id = uuid.uuid4().hex[:12]
+        self._node_prefix = self.node_id.encode() + b"\0"
         self._url = url
         self._redis: aioredis.Redis | None = None
         self._listeners: dict[str, RemoteRoom] = {}
@@ -100,11 +102,12 @@ class RedisBus:
     def _send(self, header: dict[str, Any], payload: bytes) -> None:
         if not self._tasks:
             return
-        header["node"] = self.node_id
         if self._outbox.qsize() >= OUTBOX_MAX:
             self._outbox.get_nowait()  # the oldest: a node that misses it reads it from the store
             metrics.BUS_DROPPED.inc()
-        message = orjson.dumps(header, option=orjson.OPT_NON_STR_KEYS) + b"\0" + payload
+        # The sending node first: every node hears its own messages too (pattern subscription),
+        # and drops them before parsing anything.
+        message = self._node_prefix + orjson.dumps(header, option=orjson.OPT_NON_STR_KEYS) + b"\0" + payload
         self._outbox.put_nowait((header["room"], message))
 
     # -- loops ----------------------------------------------------------------------------------
@@ -167,14 +170,18 @@ class RedisBus:
             await asyncio.sleep(min(HEARTBEAT_SECONDS, NODE_CHECK_SECONDS))
 
     def _deliver(self, data: bytes) -> None:
-        head, sep, payload = data.partition(b"\0")
+        if data.startswith(self._node_prefix):
+            return  # our own
+        sender, _, rest = data.partition(b"\0")
+        head, sep, payload = rest.partition(b"\0")
         try:
+            node = sender.decode()
             header = orjson.loads(head)
-            node, room, kind = header["node"], header["room"], header["k"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            room, kind = header["room"], header["k"]
+        except (UnicodeDecodeError, orjson.JSONDecodeError, KeyError, TypeError):
             log.warning("ignored a malformed message on the bus")
             return
-        if not sep or node == self.node_id:
+        if not sep:
             return
         self._nodes.add(node)
         listener = self._listeners.get(room)
