@@ -59,6 +59,15 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
+SESSION_READY = """() => {
+    const c = window.collab
+    if (!c || !c.session) return false
+    const s = c.state()
+    return s.session.synced && s.session.connection === 'connected' && s.ready
+        && s.connection === 'connected' && s.slide && s.slide.id === s.session.viewSlide
+}"""
+
+
 class BrowserPage:
     """One user in one browser context, on a collab page opened at `path` (after the base URL)."""
 
@@ -93,6 +102,14 @@ class BrowserPage:
         self.page.mouse.move(x, y)
         self.page.mouse.down()
         self.page.mouse.move(x + dx, y + dy, steps=steps)
+        self.page.mouse.up()
+
+    def draw_rectangle(self, x0: float, y0: float, x1: float, y1: float, steps: int = 8) -> None:
+        """Draw a rectangle with the rectangle tool, from one page point to another."""
+        self.page.click("[data-testid=tool-rectangle]")
+        self.page.mouse.move(x0, y0)
+        self.page.mouse.down()
+        self.page.mouse.move(x1, y1, steps=steps)
         self.page.mouse.up()
 
     def viewer_center(self) -> tuple[float, float]:

@@ -18,7 +18,7 @@ import pytest
 
 from collab.auth import TokenAuthenticator
 from collab.slides.demo import DEMO_ID
-from tests.browser_support import BrowserPage, viewport_close, wait_until
+from tests.browser_support import SESSION_READY, BrowserPage, viewport_close, wait_until
 from tests.conftest import SECRET, ServerProcess
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -30,13 +30,6 @@ READY = (
     "() => window.collab && window.collab.state().ready"
     " && window.collab.state().connection === 'connected'"
 )
-SESSION_READY = """() => {
-    const c = window.collab
-    if (!c || !c.session) return false
-    const s = c.state()
-    return s.session.synced && s.session.connection === 'connected' && s.ready
-        && s.connection === 'connected' && s.slide && s.slide.id === s.session.viewSlide
-}"""
 CLOSE_MY_SOCKET = "() => { const ws = window.collab.provider.ws; if (ws) ws.close() }"
 CLOSE_MY_SESSION_SOCKET = "() => { const ws = window.collab.session.room.provider.ws; if (ws) ws.close() }"
 
@@ -398,11 +391,7 @@ def test_drawing_past_the_slides_edge_is_clipped_to_it(
     # From inside the slide to well past its bottom-right corner.
     x0, y0 = drawer.client_xy(w * 0.8, h * 0.8)
     x1, y1 = drawer.client_xy(w * 1.08, h * 1.08)
-    drawer.page.click("[data-testid=tool-rectangle]")
-    drawer.page.mouse.move(x0, y0)
-    drawer.page.mouse.down()
-    drawer.page.mouse.move(x1, y1, steps=10)
-    drawer.page.mouse.up()
+    drawer.draw_rectangle(x0, y0, x1, y1, steps=10)
     drawer.page.wait_for_function("() => window.collab.state().annotationCount === 1", timeout=5_000)
     aid = drawer.state()["annotationIds"][0]
     # The server checks it: ok, not invalid, and every client agrees.
@@ -440,11 +429,7 @@ def test_small_things_color_edited_one_row_per_person_tooltips(
     w, h = tab1.state()["slide"]["width"], tab1.state()["slide"]["height"]
     x0, y0 = tab1.client_xy(w * 0.3, h * 0.3)
     x1, y1 = tab1.client_xy(w * 0.45, h * 0.45)
-    tab1.page.click("[data-testid=tool-rectangle]")
-    tab1.page.mouse.move(x0, y0)
-    tab1.page.mouse.down()
-    tab1.page.mouse.move(x1, y1, steps=6)
-    tab1.page.mouse.up()
+    tab1.draw_rectangle(x0, y0, x1, y1, steps=6)
     tab1.page.wait_for_function("() => window.collab.state().annotationCount >= 1", timeout=5_000)
     aid = tab1.state()["selected"]
     a = tab1.js("id => window.collab.annotation(id)", aid)

@@ -21,7 +21,7 @@ import pytest
 
 from collab.auth import TokenAuthenticator
 from collab.slides.demo import DEMO_FILENAME, DEMO_ID
-from tests.browser_support import BrowserPage, viewport_close, wait_until
+from tests.browser_support import SESSION_READY, BrowserPage, viewport_close, wait_until
 from tests.conftest import SECRET, ServerProcess
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -31,13 +31,6 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts" / "sessions"
 SECOND = "demo-2"
-READY = """() => {
-    const c = window.collab
-    if (!c || !c.session) return false
-    const s = c.state()
-    return s.session.synced && s.session.connection === 'connected' && s.ready
-        && s.connection === 'connected' && s.slide && s.slide.id === s.session.viewSlide
-}"""
 ON_SLIDE = """id => {
     const s = window.collab.state()
     return s.ready && s.slide && s.slide.id === id && s.connection === 'connected'
@@ -91,7 +84,7 @@ class Page(BrowserPage):
     settle_timeout = 20_000.0
 
     def __init__(self, browser: Any, server: ServerProcess, session_id: str, token: str, name: str) -> None:
-        super().__init__(browser, server, f"/app/?session={session_id}&token={token}", READY, name)
+        super().__init__(browser, server, f"/app/?session={session_id}&token={token}", SESSION_READY, name)
 
     def session(self) -> dict[str, Any]:
         return self.page.evaluate("window.collab.state().session")
