@@ -36,6 +36,7 @@ __all__ = [
     "test_compact_deletes_exactly_what_upto_covers_and_never_goes_back",
     "test_compact_in_the_same_batch_as_appends",
     "test_compact_while_appends_continue",
+    "test_before_next_commit_writes_share_that_commit",
     "test_compaction_racing_appends_from_another_instance_loses_nothing",
     "test_failing_commit_fails_its_whole_batch_and_the_next_works",
     "test_kill9_keeps_every_acknowledged_write_in_order",
@@ -154,6 +155,33 @@ async def test_compact_in_the_same_batch_as_appends(harness: StoreHarness) -> No
     assert loaded.updates == [snapshots[14], *updates[15:]]
     assert (loaded.log_entries, loaded.snapshot_bytes) == (5, len(snapshots[14]))
     assert content(loaded) == list(range(20))
+
+
+async def test_before_next_commit_writes_share_that_commit(harness: StoreHarness) -> None:
+    """What a before_next_commit callback writes commits with what was queued before it (a
+    correction and the update it corrects), and the callback runs once, after the commit in flight."""
+    store = harness.store
+    updates, _ = yjs_updates(3)
+    gate = await harness.hold_writes_of(updates[0])
+    held = store.append("r", updates[0])
+    await until_held(gate)
+    queued = store.append("r", updates[1])
+    calls: list[bool] = []
+    written: list[asyncio.Future[int]] = []
+
+    def correct() -> None:
+        calls.append(held.done())
+        written.append(store.append("r", updates[2]))
+
+    store.before_next_commit(correct)
+    await asyncio.sleep(0.05)
+    assert calls == []  # not while a commit is in flight: it waits to join the next one
+    await gate.release()
+    first = await queued
+    assert calls == [True]
+    assert written[0].done()  # resolved with `queued`: the same commit
+    assert (await held, first, await written[0]) == (1, 2, 3)
+    assert content(await store.load("r")) == [0, 1, 2]
 
 
 async def test_compact_while_appends_continue(harness: StoreHarness) -> None:

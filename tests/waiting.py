@@ -50,7 +50,7 @@ async def settled(live: Any, room_key: str, *clients: Any, timeout: float = 10) 
         # Private state, read only: the guard has no public "idle" (the server never needs one).
         await wait_for(
             lambda: not (guard._pending or guard._queued or guard._deferred or guard._check_tasks)
-            and guard._flush_timer is None,
+            and guard._flush_timer is None and not guard._flush_armed,
             timeout,
             "geometry checks done",
         )

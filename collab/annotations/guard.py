@@ -1,13 +1,14 @@
 """AnnotationGuard: check, repair, measure, stamp and index the annotations of a slide room.
 
 The guard follows the room's `annotations` map (observe_deep). While a client's update is
-applied it only notes which annotation ids changed (its after_apply hook queues them); a few
-milliseconds later, normally after that update has been relayed, it checks the changed ones and
-writes what the server owns (status, problem, measurements, author, updated, a repaired
-geometry) in ONE transaction with origin "collab-server", which is stored and relayed like any
-other update. The server never reacts to its own transactions, and a
-geometry is re-checked only when it changed (a fingerprint per id), so there are no loops and
-a stored `repaired` is not turned back into `ok` by a later edit of another field.
+applied it only notes which annotation ids changed (its after_apply hook queues them); just
+before the store's next group commit is taken (the one that will hold that update), it checks the
+changed ones and writes what the server owns (status, problem, measurements, author, updated, a
+repaired geometry) in ONE transaction with origin "collab-server". That transaction commits with
+the updates it corrects and goes out in the same frame to the other clients: one frame, one commit
+for a burst of writes and their corrections. The server never reacts to its own transactions,
+and a geometry is re-checked only when it changed (a fingerprint per id), so there are no loops
+and a stored `repaired` is not turned back into `ok` by a later edit of another field.
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ from collab.store import AuditRecord, Store
 log = logging.getLogger(__name__)
 
 STORED_READ_DELAY = 1.0  # seconds between a room's load and reading its stored annotations
-# The server's corrections are written this long after the client's update arrived: off its
-# relay path (the commit and relay of an update take a millisecond or so), and together with the
-# other changes made meanwhile (one transaction and one frame per client for a burst of writes).
-CORRECTION_DELAY = 0.010
+# 0: the server's corrections join the group commit of the updates they correct (one commit,
+# one frame per client). A positive delay holds them that long instead (tests use it to keep a
+# correction pending); measured in bench/RESULTS.md "Issue 14".
+CORRECTION_DELAY = 0.0
 # Geometries of up to this much JSON (about 400 vertices, under a millisecond to check even when
 # make_valid has to repair them) are checked on the event loop, up to the budget per correction
 # transaction; the others in a worker thread, corrected when done.
@@ -155,6 +156,7 @@ class AnnotationGuard(RoomPolicy):
         self._deferred: list[tuple[set[str], Principal, int]] = []  # edits that arrived before that, when
         self._queued: list[tuple[set[str], Principal, int]] = []  # changes for the next correction
         self._flush_timer: asyncio.TimerHandle | None = None
+        self._flush_armed = False  # a flush waits for the store's next group commit
         self._load_task: asyncio.Task[None] | None = None
         self._check_tasks: set[asyncio.Task[None]] = set()  # geometries being checked in a thread
         self._closed = False
@@ -253,20 +255,24 @@ class AnnotationGuard(RoomPolicy):
                 self._pending.update(str(k) for k in keys)
 
     def after_apply(self, principal: Principal) -> None:
-        """Queue what a client's update changed; the server's corrections follow shortly after.
-
-        Nothing is checked before the client's update is committed and relayed: its frame
-        goes out as fast as with checks off. The queued changes are processed together
-        CORRECTION_DELAY later, and their corrections written in one transaction.
-        """
+        """Queue what a client's update changed; the server's corrections follow in the same
+        group commit (the update is already queued in the store: the commit waits for nothing
+        else), so they reach the other clients in the update's own frame."""
         if not self._pending:
             return
         pending, self._pending = self._pending, set()
         self._touched |= pending
         self._queued.append((pending, principal, now_ms()))
-        if self._flush_timer is None:
-            loop = asyncio.get_running_loop()
-            self._flush_timer = loop.call_later(CORRECTION_DELAY, self.flush_corrections)
+        if CORRECTION_DELAY > 0:
+            if self._flush_timer is None:
+                self._flush_timer = asyncio.get_running_loop().call_later(CORRECTION_DELAY, self.flush_corrections)
+        elif not self._flush_armed:
+            self._flush_armed = True
+            self.store.before_next_commit(self._flush_before_commit)
+
+    def _flush_before_commit(self) -> None:
+        self._flush_armed = False
+        self.flush_corrections()
 
     def before_apply(self, principal: Principal) -> None:
         """Another user's update is about to be applied: process what is queued first, while the

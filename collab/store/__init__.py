@@ -74,6 +74,10 @@ class Store(Protocol):
         """Queue an update; the future answers its sequence number in `room` once committed."""
         ...
 
+    def before_next_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once, just before the next group commit is taken: what it writes
+        commits (and is relayed) together with what was queued before it."""
+
     def compact(self, room: str, snapshot: bytes, upto: int) -> asyncio.Future[None]:
         """Store `snapshot`, which covers every entry of `room` numbered <= `upto`, and delete
         exactly those entries, in one transaction; later entries survive. A no-op unless `upto` is

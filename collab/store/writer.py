@@ -44,6 +44,7 @@ class GroupCommitWriter:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last: asyncio.Future[Any] | None = None
+        self._before_batch: list[Callable[[], None]] = []
         self.committed = 0  # ops committed since start
         self.batches = 0  # transactions committed since start
 
@@ -58,6 +59,20 @@ class GroupCommitWriter:
         self._last = op.future
         self._wakeup.set()
         return op.future
+
+    def before_next_batch(self, callback: Callable[[], None]) -> None:
+        """Run `callback` (once) just before the next batch is taken, so the ops it submits share
+        that batch: a correction joins the commit of the update it corrects, and one frame."""
+        self._before_batch.append(callback)
+        self._wakeup.set()
+
+    def _run_before_batch(self) -> None:
+        callbacks, self._before_batch = self._before_batch, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a callback before a store commit failed")
 
     @property
     def pending(self) -> int:
@@ -77,6 +92,8 @@ class GroupCommitWriter:
 
     async def _run(self) -> None:
         while True:
+            if self._before_batch:
+                self._run_before_batch()
             if not self._queue:
                 if self._closing:
                     return
@@ -144,6 +161,9 @@ class QueuedWrites:
 
     def append(self, room: str, update: bytes) -> asyncio.Future[int]:
         return self._writer.submit(Op("append", room, update))
+
+    def before_next_commit(self, callback: Callable[[], None]) -> None:
+        self._writer.before_next_batch(callback)
 
     def compact(self, room: str, snapshot: bytes, upto: int) -> asyncio.Future[None]:
         return self._writer.submit(Op("compact", room, (snapshot, upto)))
