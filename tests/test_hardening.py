@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import resource
 import socket
@@ -13,12 +14,17 @@ import pytest
 import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pycrdt import Doc, Map
 from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
 from websockets.uri import parse_uri
 
 from collab.live.keys import RoomKey
 from collab.live.protocol import (
     AwarenessEntry,
+    SyncMessage,
+    SyncType,
+    decode_message,
     encode_awareness,
     encode_awareness_update,
     encode_update,
@@ -136,6 +142,27 @@ class StalledReader:
             if not data:
                 return None
 
+    def read_annotations_until(self, count: int, timeout: float = 60) -> int:
+        """Resume reading: apply every document frame to a Doc of its own until its annotations
+        number `count` (a frame lost or reordered leaves some missing or pending); the count."""
+        doc = Doc()
+        annotations = doc.get("annotations", type=Map)
+        self.sock.settimeout(timeout)
+        while len(annotations) < count:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                break
+            self.protocol.receive_data(data)
+            for frame in self.protocol.events_received():
+                if not isinstance(frame, Frame):
+                    continue  # the handshake's response
+                if frame.opcode is Opcode.CLOSE:
+                    return len(annotations)
+                message = decode_message(bytes(frame.data))
+                if isinstance(message, SyncMessage) and message.kind is not SyncType.STEP1:
+                    doc.apply_update(bytes(message.payload))
+        return len(annotations)
+
 
 async def test_slow_reader_is_closed_with_1013_and_room_stays_fast(tmp_path: Path) -> None:
     async with serving(
@@ -167,6 +194,28 @@ async def test_slow_reader_is_closed_with_1013_and_room_stays_fast(tmp_path: Pat
         await fast.close()
 
 
+async def test_reader_that_pauses_gets_every_frame_in_order(tmp_path: Path) -> None:
+    """Frames are written straight to the socket while it takes them; once its buffer is full
+    the send waits and later frames queue behind it, in order, and nothing is lost."""
+    async with serving(make_settings(tmp_path / "d", update_rate=1e6, update_burst=1e6)) as live:
+        await live.register_slide("s")
+        paused = StalledReader(live.slide_url("s", live.token(user="paused")))
+        writer = await live.client("s", user="writer").connect()
+        room = live.app.state.collab.rooms.get(RoomKey.slide("s"))
+        await wait_for(lambda: len(room.connections) == 2, what="both clients joined")
+        conn = next(c for c in room.connections if c.principal.user_id == "paused")
+        waited = False
+        for i in range(4_000):  # ~2 KB each: 8 MB, past what the socket buffers hold
+            writer.annotations[f"k{i}"] = annotation(i, note="x" * 2000)
+            if i % 50 == 49:
+                await writer.wait_for(lambda: room.doc.get("annotations", type=Map).get(f"k{i}") is not None)
+                waited = waited or conn._in_flight is not None or bool(conn._outbox)
+        assert waited, "the socket never made a send wait: the test did not reach what it tests"
+        assert await asyncio.to_thread(paused.read_annotations_until, 4_000) == 4_000
+        assert conn.closing is False
+        await writer.close()
+
+
 async def test_presence_throttle_ends_with_latest_state(tmp_path: Path) -> None:
     async with serving(make_settings(tmp_path / "d", presence_hz=30)) as live:
         await live.register_slide("s")
@@ -178,7 +227,10 @@ async def test_presence_throttle_ends_with_latest_state(tmp_path: Path) -> None:
                 await asyncio.sleep(1 / 120)
             await f.wait_for(lambda: f.presence.get(p.doc.client_id, {}).get("viewport", {}).get("x") == 239)
             relayed = f.received_frames - start_frames
-            allowed = 30 * (time.monotonic() - t0) + 1  # 30 in any second, and the final state
+            # At most 30 in any one-second window: over T seconds that is 30 per started second
+            # (a sliding window lets 30 through at the start of each; 30 * T + 1 was wrong, and
+            # failed when the 240 changes took 2.2 s: 82 relayed, every window within 30).
+            allowed = 30 * math.ceil(time.monotonic() - t0)
             assert relayed <= allowed, f"{relayed} presence frames relayed for 240 changes at 30 Hz"
             assert relayed >= 30
 
