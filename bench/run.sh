@@ -279,7 +279,10 @@ thread_cpu() { # "tid:comm:ticks,..." of every thread of $1, at this instant
 }
 profile() {
   "$ROOT/.venv/bin/py-spy" --version >/dev/null 2>&1 || "$ROOT/.venv/bin/pip" install -q py-spy
-  if [[ -n "${PROFILE_ONLY:-}" ]]; then   # e.g. PROFILE_ONLY=thru-closed PROFILE_TAG=7ab150f-
+  if [[ "${PROFILE_ONLY:-}" == fan50* ]]; then   # e.g. PROFILE_ONLY=fan50 PROFILE_TAG=4ef0d5d-
+    profile_one "$PROFILE_ONLY" 25 500 --clients 50 --writers 1 --rate 20 --vertices 50
+    return
+  elif [[ -n "${PROFILE_ONLY:-}" ]]; then   # e.g. PROFILE_ONLY=thru-closed PROFILE_TAG=7ab150f-
     profile_one "$PROFILE_ONLY" 25 100 --clients 10 --writers 10 --rate 1000 --max-inflight 5 --vertices 50
     return
   fi

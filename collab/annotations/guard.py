@@ -185,7 +185,7 @@ class AnnotationGuard(RoomPolicy):
         self.catalog.annotations = self.annotations
         state = self.doc.get_update()
         room.prime_full_state(state)  # the first joiners need this very encoding
-        self._subscription = self.annotations.observe_deep(self._on_change)
+        self._subscription = self._observe()
         self._load_task = self._spawn(self._load_stored(state))
         if self.cells is not None:
             self._unsubscribe_cells = self.cells.subscribe(self.recount_cells)
@@ -245,14 +245,23 @@ class AnnotationGuard(RoomPolicy):
 
     # --- following client changes --------------------------------------------------------
 
+    def _observe(self) -> Any:
+        """Follow the annotations map through Yrs' own deep subscription. pycrdt's observe_deep
+        wraps every event in Python objects, walking each value it carries in Python (~45 µs
+        for a 50-vertex polygon, per update); the guard only needs the changed keys."""
+        return self.annotations.integrated.observe_deep(self._on_change)
+
     def _on_change(self, events: list[Any]) -> None:
-        for event in events:
-            path = event.path
-            if path:
-                self._pending.add(str(path[0]))
-            else:
-                keys = getattr(event, "keys", None) or {}
-                self._pending.update(str(k) for k in keys)
+        try:
+            for event in events:
+                path = event.path
+                if path:
+                    self._pending.add(str(path[0]))
+                else:
+                    keys = getattr(event, "keys", None) or {}
+                    self._pending.update(str(k) for k in keys)
+        except Exception:  # raised into Yrs, it would be lost: log it here
+            log.exception("reading a change event failed", extra={"room": self.room.name})
 
     def after_apply(self, principal: Principal) -> None:
         """Queue what a client's update changed; the server's corrections follow in the same
@@ -578,11 +587,11 @@ class AnnotationGuard(RoomPolicy):
         """The server does not react to its own writes: unsubscribed, pycrdt does not even build
         the change events (converting every replaced value to Python, a fifth of the CPU of a busy
         room when subscribed)."""
-        self.annotations.unobserve(self._subscription)
+        self._subscription.drop()
         try:
             yield
         finally:
-            self._subscription = self.annotations.observe_deep(self._on_change)
+            self._subscription = self._observe()
 
     def _maybe_refresh(self) -> None:
         if self.index.needs_rebuild:
