@@ -22,6 +22,11 @@ AWARENESS_OUT = Counter(
 )
 BYTES_IN = Counter("collab_bytes_in_total", "WebSocket payload bytes received", registry=REGISTRY)
 BYTES_OUT = Counter("collab_bytes_out_total", "WebSocket payload bytes sent", registry=REGISTRY)
+CORRECTIONS = Counter(
+    "collab_corrections_total",
+    "Server transactions correcting what clients wrote (status, measurements, author, updated...)",
+    registry=REGISTRY,
+)
 REFUSALS = Counter(
     "collab_refusals_total", "Refused connections and messages", ["reason"], registry=REGISTRY
 )

@@ -115,6 +115,41 @@ async def test_measurements_author_and_no_loop(live: LiveServer) -> None:
         await b.wait_for(lambda: field(b, "sq", "author") == "alice")
 
 
+async def test_client_writing_what_the_server_would_costs_no_correction(live: LiveServer, slide: str) -> None:
+    """The web client writes author, status, measurements and updated itself: kept as written
+    (measurements within rounding, `updated` within 30 s of the server's clock), no correction."""
+    import time as _time
+
+    async with live.client(slide, user="alice") as a, live.client(slide, user="obs") as b:
+        await settled(live, "slide:" + slide, a, b)
+        guard = guard_of(live, slide)
+        corrections = guard.corrections
+        now = int(_time.time() * 1000)
+        # A 10 x 10 px square at 0.25 µm/px: 6.25 µm², perimeter 10 µm (client rounding: +0.001).
+        a.annotations["good"] = ann(square(10, 10), author="alice", status="ok", created=now, updated=now,
+                                    measurements={"area_um2": 6.251, "perimeter_um": 10.0})
+        await b.wait_for(lambda: "good" in b.annotations)
+        await settled(live, "slide:" + slide, a, b)
+        assert guard.corrections == corrections
+        assert field(b, "good", "updated") == now and field(b, "good", "measurements")["area_um2"] == 6.251
+        # An edit that writes its own `updated` (one transaction): still no correction.
+        with a.doc.transaction():
+            a.annotations["good"]["name"] = "renamed"
+            a.annotations["good"]["updated"] = now + 1
+        await settled(live, "slide:" + slide, a, b)
+        assert guard.corrections == corrections
+        # A clock 10 minutes off, and measurements that are not the server's: corrected.
+        a.annotations["off"] = ann(square(40, 10), author="alice", status="ok", created=now,
+                                   updated=now - 600_000, measurements={"area_um2": 7.0, "perimeter_um": 10.0})
+        await b.wait_for(lambda: field(b, "off", "measurements") == {"area_um2": 6.25, "perimeter_um": 10.0})
+        assert abs(field(b, "off", "updated") - int(_time.time() * 1000)) < 30_000
+        assert guard.corrections == corrections + 1
+        # An edit that leaves the old `updated` as it was: the server stamps it.
+        stamped = field(b, "good", "updated")
+        a.annotations["good"]["name"] = "again"
+        await b.wait_for(lambda: field(b, "good", "name") == "again" and field(b, "good", "updated") != stamped)
+
+
 async def test_update_and_its_correction_reach_the_others_in_one_frame(live: LiveServer, slide: str) -> None:
     async with live.client(slide, user="alice") as a, live.client(slide, user="obs") as b:
         await settled(live, "slide:" + slide, a, b)

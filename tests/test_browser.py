@@ -8,9 +8,11 @@ Chromium binary.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,7 +111,14 @@ def overlay_pixels_near(page: Page, x: float, y: float, radius: int = 4) -> list
 # ---- tests -----------------------------------------------------------------------------------
 
 
-def test_reviewer_draws_a_polygon_the_viewer_sees_it_live(two_users: tuple[Page, Page]) -> None:
+def corrections_written(server: ServerProcess) -> float:
+    """The server's count of correcting transactions, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return float(re.search(r"^collab_corrections_total (\S+)$", text, re.M).group(1))
+
+
+def test_reviewer_draws_a_polygon_the_viewer_sees_it_live(two_users: tuple[Page, Page], server: ServerProcess) -> None:
     reviewer, viewer = two_users
     st = reviewer.state()
     assert st["canEdit"] and st["me"]["site"] == "Roubaix"
@@ -134,6 +143,7 @@ def test_reviewer_draws_a_polygon_the_viewer_sees_it_live(two_users: tuple[Page,
 
     # The reviewer picks "Tumor" and draws a polygon with the mouse (G, clicks, double click).
     before = reviewer.state()["annotationCount"]
+    corrections = corrections_written(server)
     reviewer.page.click("[data-testid=class-Tumor]")
     reviewer.page.keyboard.press("g")
     assert reviewer.state()["tool"] == "polygon"
@@ -165,6 +175,10 @@ def test_reviewer_draws_a_polygon_the_viewer_sees_it_live(two_users: tuple[Page,
     area = mine["measurements"]["area_um2"]
     assert seen["measurements"]["area_um2"] == pytest.approx(area, rel=0.001)
     assert seen["areaText"] and seen["areaText"] == mine["areaText"]
+
+    # The page wrote status and measurements as the server would: no correction was needed.
+    reviewer.settle()
+    assert corrections_written(server) == corrections
 
     # ...and it is drawn in that color on the viewer's screen (the overlay canvas, on an edge).
     viewer.page.wait_for_timeout(200)

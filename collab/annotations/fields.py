@@ -20,6 +20,13 @@ from collab.annotations.geometry import merge_measurements
 # Written by the server only (a client's value is replaced).
 SERVER_FIELDS = ("status", "problem", "measurements", "author", "created", "updated")
 
+# A client may write the server's own values itself (the web client does): what the server would
+# write is kept as written, so such an edit costs no correction. Measurements agree within a
+# rounding of their 3 decimals; `updated` is the client's clock, kept when this change wrote it and
+# it is within UPDATED_TOLERANCE_MS of the server's (else the server stamps its own time).
+MEASUREMENT_TOLERANCE = 0.002
+UPDATED_TOLERANCE_MS = 30_000
+
 # Audit actions for what users change, and the server's verdicts.
 CREATED = "created"
 DELETED = "deleted"
@@ -46,6 +53,7 @@ class Known:
     name: Any = None
     locked: bool = False
     comments: int = 0
+    updated: Any = None  # the `updated` the server last saw or wrote
 
 
 def to_py(value: Any) -> Any:
@@ -95,6 +103,7 @@ def known_from_record(record: Any, fp: bytes | None) -> Known:
         name=rec.get("name"),
         locked=rec.get("locked") is True,
         comments=comment_count(rec.get("comments")),
+        updated=rec.get("updated"),
     )
 
 
@@ -124,7 +133,8 @@ def field_changes(record: Mapping[str, Any], known: Known, created: bool) -> lis
 
 
 def server_fields(record: Mapping[str, Any], known: Known, created: bool, at: int) -> dict[str, Any]:
-    """The server-owned fields that differ from what the record holds."""
+    """The server-owned fields that differ from what the record holds (none when the client
+    wrote them as the server would)."""
     fields: dict[str, Any] = {}
     if known.status is not None and record.get("status") != known.status:
         fields["status"] = known.status
@@ -133,15 +143,40 @@ def server_fields(record: Mapping[str, Any], known: Known, created: bool, at: in
             fields["problem"] = None
     elif record.get("problem") != known.problem:
         fields["problem"] = known.problem
-    measurements = merge_measurements(record.get("measurements"), known.measurements)
-    if record.get("measurements") != measurements and (measurements or record.get("measurements") is not None):
+    written = record.get("measurements")
+    measurements = merge_measurements(written, known.measurements)
+    if not measurements_agree(written, measurements) and (measurements or written is not None):
         fields["measurements"] = measurements
     if record.get("author") != known.author:
         fields["author"] = known.author
-    if created and not isinstance(record.get("created"), int | float):
+    if created and not _is_number(record.get("created")):
         fields["created"] = at
-    fields["updated"] = at
+    updated = record.get("updated")
+    if _is_number(updated) and updated != known.updated and abs(updated - at) <= UPDATED_TOLERANCE_MS:
+        known.updated = updated  # written with this change, by a clock that agrees with ours
+    else:
+        fields["updated"] = known.updated = at
     return fields
+
+
+def measurements_agree(written: Any, computed: Mapping[str, Any]) -> bool:
+    """Whether a client's `measurements` are the server's, within rounding."""
+    if written == computed:
+        return True
+    if not isinstance(written, Mapping) or set(written) != set(computed):
+        return False
+    for key, value in computed.items():
+        mine = written[key]
+        if _is_number(value) and _is_number(mine):
+            if abs(mine - value) > max(MEASUREMENT_TOLERANCE, 1e-9 * abs(value)):
+                return False
+        elif mine != value:
+            return False
+    return True
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # not NaN
 
 
 def normalized(record: dict[str, Any]) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from collab.annotations.fields import (
     to_py,
 )
 from collab.annotations.geometry import GeometryVerdict, merge_measurements
+from collab import metrics
 from collab.auth import Principal
 from collab.gc_pause import paused_gc
 from collab.live.policy import RoomPolicy
@@ -564,6 +565,7 @@ class AnnotationGuard(RoomPolicy):
         self._maybe_refresh()
 
     def _write(self, writes: Mapping[str, tuple[Any, dict[str, Any]]]) -> None:
+        writes = {key: write for key, write in writes.items() if write[1]}  # nothing to correct
         if not writes or self._closed:
             return
         with self._not_observing(), self.room.server_transaction():
@@ -581,6 +583,7 @@ class AnnotationGuard(RoomPolicy):
             if "geometry" in fields and known is not None:
                 known.fingerprint = fingerprint(_stored_geometry(self.annotations, key))
         self.corrections += 1
+        metrics.CORRECTIONS.inc()
 
     @contextlib.contextmanager
     def _not_observing(self) -> Iterator[None]:

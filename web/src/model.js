@@ -122,10 +122,27 @@ export class AnnotationStore extends Emitter {
       m.set('author', this.me.id)
       m.set('created', now)
       m.set('updated', now)
+      this._setServerFields(m, geometry)
       m.set('comments', new Y.Array())
     })
     this.undo.stopCapturing()
     return id
+  }
+
+  /**
+   * Writes what the server would for a new geometry (status, and measurements rounded as the
+   * server rounds them): when they agree, the server has nothing to correct, so an edit costs
+   * one update instead of an update and a correction. The server still checks and corrects.
+   */
+  _setServerFields (m, geometry) {
+    if (!Number.isFinite(this.mpp) || this.mpp <= 0) return
+    const computed = geo.measure(geometry, this.mpp)
+    const old = plain(m.get('measurements'))
+    const kept = old && typeof old === 'object' ? { ...old } : {}
+    for (const k of ['area_um2', 'perimeter_um', 'length_um']) delete kept[k]
+    for (const [k, v] of Object.entries(computed)) kept[k] = Math.round(v * 1000) / 1000
+    m.set('measurements', kept)
+    m.set('status', 'ok')
   }
 
   /** Ensures the value under id is a Y.Map (a plain JSON annotation is replaced by one). */
@@ -151,6 +168,7 @@ export class AnnotationStore extends Emitter {
       const m = this._ymap(id)
       if (!m) return
       for (const [k, v] of Object.entries(patch)) m.set(k, v)
+      if ('geometry' in patch) this._setServerFields(m, patch.geometry)
       m.set('updated', Date.now())
     })
     this.undo.stopCapturing()
