@@ -107,8 +107,10 @@ class Connection:
         except StopIteration:
             metrics.BYTES_OUT.inc(len(message))
             return
-        except OSError:
-            # The socket is gone: let the writer meet the same error and end as it would have.
+        except Exception:
+            # The socket is gone (OSError), or uvicorn closed it itself (RuntimeError: a send
+            # after its keepalive timeout): never into the caller, a broadcast to the others.
+            # The writer meets the same error and ends the connection as it would have.
             self._outbox.append(message)
             self._outbox_bytes += len(message)
             self._wakeup.set()
