@@ -132,12 +132,12 @@ class ServerProcess:
     def start(self, timeout: float = 30) -> ServerProcess:
         port = self.port or 0
         self.data.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "collab", "serve", "--port", str(port), "--data", str(self.data),
-             *self.extra],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env,
-        )
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "collab", "serve", "--port", str(port), "--data", str(self.data),
+                 *self.extra],
+                stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
