@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -75,16 +76,17 @@ class Viewers:
         clients = []
         for i in range(n):
             c = await YClient(url).connect()
-            seen = self.seen[i]
-            c.annotations.observe(lambda event, seen=seen: self._note(event, seen))
+            c.annotations.observe(self._noter(self.seen[i]))
             clients.append(c)
         return clients
 
     @staticmethod
-    def _note(event, seen: dict[str, float]) -> None:
-        now = time.time() * 1000
-        for key in event.keys:
-            seen.setdefault(str(key), now)
+    def _noter(seen: dict[str, float]):
+        def note(event) -> None:  # one parameter: pycrdt passes the event only
+            now = time.time() * 1000
+            for key in event.keys:
+                seen.setdefault(str(key), now)
+        return note
 
     def close(self) -> None:
         async def close_all() -> None:
@@ -97,18 +99,19 @@ class Viewers:
 def run(collab: str, seconds: float, viewers: int) -> dict:
     data = Path(tempfile.mkdtemp(prefix="web-writes-"))
     env = {**os.environ, "COLLAB_SECRET": SECRET, "COLLAB_MAX_CONNECTIONS_PER_USER": "100"}
-    server = subprocess.Popen([collab, "serve", "--demo", "--host", "127.0.0.1", "--port", "0", "--data", str(data),
-                               "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
-    port = None
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([collab, "serve", "--demo", "--host", "127.0.0.1", "--port", str(port), "--data",
+                               str(data), "--log-level", "warning"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
     deadline = time.time() + 180
-    while port is None and time.time() < deadline:
-        line = server.stdout.readline()
-        found = re.search(r"127\.0\.0\.1:(\d+)", line)
-        if found:
-            port = int(found.group(1))
-    assert port, "the server did not say its port"
-    threading.Thread(target=lambda: [None for _ in server.stdout], daemon=True).start()
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                break
+        except OSError:
+            time.sleep(0.5)
     base = f"http://127.0.0.1:{port}"
     try:
         viewer_token = token(collab, "viewer", "viewer")
