@@ -67,6 +67,7 @@ class Viewers:
 
     def __init__(self, url: str, n: int) -> None:
         self.seen: list[dict[str, float]] = [{} for _ in range(n)]
+        self._maps: list[object] = []
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -76,7 +77,9 @@ class Viewers:
         clients = []
         for i in range(n):
             c = await YClient(url).connect()
-            c.annotations.observe(self._noter(self.seen[i]))
+            annotations = c.annotations
+            annotations.observe(self._noter(self.seen[i]))
+            self._maps.append(annotations)  # the subscription lives as long as this Map object
             clients.append(c)
         return clients
 
