@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from collab.annotations.geometry import (
+    check_geometry_general,
     ALLOWED_TYPES,
     GeometryVerdict,
     check_geometry,
@@ -483,3 +484,38 @@ def test_real_lines_never_have_zero_length(lines: list[list[tuple[float, float]]
         geom = {"type": "LineString", "coordinates": [list(p) for p in lines[0]]}
     verdict = check(geom, width=20, height=20)
     assert_stable(verdict, width=20, height=20)  # includes: no part of zero length
+
+
+# --- the fast path for plain polygons ------------------------------------------------------
+
+_number = st.one_of(
+    st.floats(min_value=-50, max_value=1100),
+    st.sampled_from([math.nan, math.inf, -math.inf]),
+    st.integers(min_value=-5, max_value=1100),
+    st.sampled_from([0, 1, 0.0, 1.0, True, False, "1"]),
+)
+_ring = st.lists(st.lists(_number, min_size=2, max_size=3), min_size=0, max_size=12)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ring=_ring, close=st.booleans(), extra_ring=st.booleans())
+@example(ring=[[0, 0], [True, 0], [1, 1], [0, 1]], close=True, extra_ring=False)  # a bool read as 1
+@example(ring=[[0, 0], [10, 10], [10, 0], [0, 10]], close=True, extra_ring=False)  # a bowtie
+@example(ring=[[0, 0], [5, 0], [10, 0]], close=False, extra_ring=False)  # no area
+@example(ring=[[0, 0], [2000, 0], [0, 10]], close=True, extra_ring=False)  # outside the slide
+@example(ring=[[5, 3], [12.92, 12.24], [12.920000000000002, 12.240000000000002]], close=True,
+         extra_ring=False)  # zero area, yet valid to GEOS
+def test_plain_polygon_fast_path_agrees_with_the_general_check(ring: list, close: bool, extra_ring: bool) -> None:
+    """Whatever the fast path answers for a one-ring Polygon is what the general check answers;
+    anything it does not take (repairs, problems, holes) goes to the general check."""
+    if close and ring:
+        ring = [*ring, ring[0]]
+    rings = [ring, [[1, 1], [2, 1], [2, 2], [1, 1]]] if extra_ring else [ring]
+    geom = {"type": "Polygon", "coordinates": rings}
+    fast = check_geometry(geom, width=1000, height=1000, mpp=0.25)
+    general = check_geometry_general(geom, width=1000, height=1000, mpp=0.25)
+    assert (fast.status, fast.problem, fast.geometry, fast.measurements) == (
+        general.status, general.problem, general.geometry, general.measurements)
+    assert (fast.shape is None) == (general.shape is None)
+    if fast.shape is not None:
+        assert shapely.equals_exact(fast.shape, general.shape, tolerance=0)
