@@ -145,8 +145,12 @@ class SqliteLayerStore:
 
     async def abort_import(self, layer_id: str) -> None:
         self._next_chunk.pop(layer_id, None)
-        await self._delete(layer_id)
-        await self.db.commit()
+        # Only an import in progress: a published layer of that id (a second import under an id
+        # already taken fails at begin_import) is not the aborted import's to remove.
+        cursor = await self.db.execute("SELECT 1 FROM layers WHERE id = ? AND state = 'importing'", (layer_id,))
+        if await cursor.fetchone() is not None:
+            await self._delete(layer_id)
+            await self.db.commit()
 
     async def _delete(self, layer_id: str) -> None:
         await self.db.execute("DELETE FROM chunks WHERE layer_id = ?", (layer_id,))
