@@ -123,8 +123,14 @@ class SqliteLayerStore:
             "SELECT tx, ty, chunk, count FROM chunks WHERE layer_id = ? ORDER BY tx, ty, chunk", (layer_id,)
         ).fetchall()
         grouper: TileGroups[int] = TileGroups()
-        groups = [g for tx, ty, chunk, count in pieces if (g := grouper.add((tx, ty), count, chunk))]
-        groups += [g for g in [grouper.last()] if g]
+        groups: list[list[int]] = []
+        for tx, ty, chunk, count in pieces:
+            closed = grouper.add((tx, ty), count, chunk)
+            if closed:
+                groups.append(closed)
+        last = grouper.last()
+        if last:
+            groups.append(last)
         merged: list[tuple[str, int]] = []
         for numbers in groups:
             if len(numbers) < 2:
