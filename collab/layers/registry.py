@@ -82,7 +82,8 @@ class LayerRegistry:
     async def added(self, meta: LayerMeta) -> None:
         await self._load(meta)
         if meta.slide_id in self._by_slide:
-            self._by_slide[meta.slide_id].append(meta.id)
+            if meta.id not in self._by_slide[meta.slide_id]:  # a refresh may have listed it already
+                self._by_slide[meta.slide_id].append(meta.id)
         else:
             await self.load_slide(meta.slide_id)
         self._notify(meta.slide_id)

@@ -4,10 +4,11 @@ Every node subscribes to `collab:room:*` and keeps the messages of the rooms it 
 message is `<node id>\\0<JSON header>\\0<bytes>`: the sending node first (a node drops its own
 messages unparsed), then a header naming the kind ("update" with the room's sequence numbers,
 "presence", "query"; "layers": the slide's detection layers changed) and the room. A "layers"
-message goes to every node, the slide's room loaded there or not (`on_layers`). Pub/sub delivers at most once: a
-node that misses a message (Redis away, a slow subscriber) sees the gap in the sequence numbers
-or hears nothing, and reads what it lacks from the store (RoomManager.catch_up), so Redis only
-ever carries messages, never the only copy of anything.
+message goes to every node, the slide's room loaded there or not (`on_layers`). Pub/sub delivers
+at most once: a node that misses a message (Redis away, a slow subscriber) sees the gap in the
+sequence numbers or hears nothing, and reads what it lacks from the store (RoomManager.catch_up;
+layers: LayerRegistry.refresh_all), so Redis only ever carries messages, never the only copy of
+anything.
 
 Each node keeps a key `collab:node:<id>` alive (TTL NODE_TTL); when a node's key is gone, the
 others drop the presence of its clients (a node killed with -9 says goodbye to no one).
