@@ -108,15 +108,17 @@ def meta(layer_id: str, count: int, slide: str = "s", name: str = "cells") -> La
 
 
 async def stream(store: LayerStore, layer_id: str, body: bytes, *, buffer_max: int = 32_768,
-                 stop_after: int | None = None) -> LayerParser:
+                 stop_after: int | None = None, stored_some: asyncio.Event | None = None) -> LayerParser:
     """Parse `body` into the store as the HTTP import does, 64 KiB at a time; stop after
-    `stop_after` pieces were stored (the rest never arrives)."""
+    `stop_after` pieces were stored (the rest never arrives); set `stored_some` once some were."""
     parser = LayerParser(width=WIDTH, height=HEIGHT, buffer_max=buffer_max)
     stored = 0
     for start in range(0, len(body), 1 << 16):
         chunks = parser.feed(body[start : start + (1 << 16)])
         await store.add_chunks(layer_id, chunks)
         stored += len(chunks)
+        if stored and stored_some is not None:
+            stored_some.set()
         if stop_after is not None and stored >= stop_after:
             return parser
     await store.add_chunks(layer_id, parser.finish())
@@ -195,12 +197,13 @@ async def test_an_import_cut_midway_leaves_nothing(harness: Harness, how: str) -
         await stream(store, "L", BODY, buffer_max=500, stop_after=5)
         await store.abort_import("L")
     elif how == "cancelled":  # the request task cancelled mid-store, abort shielded (api.py)
-        task = asyncio.create_task(stream(store, "L", BODY, buffer_max=200))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0.01)
+        stored_some = asyncio.Event()
+        task = asyncio.create_task(stream(store, "L", BODY, buffer_max=200, stored_some=stored_some))
+        await stored_some.wait()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        assert task.cancelled()  # cut before the end of the body
         await asyncio.shield(store.abort_import("L"))
     else:  # the process dies; the server starts again on the same data
         await stream(store, "L", BODY, buffer_max=500, stop_after=5)

@@ -399,7 +399,8 @@ async def test_a_layer_imported_on_one_node_is_listed_queried_and_counted_live_o
 
 async def test_a_layer_deleted_while_redis_is_away_leaves_the_other_node_by_its_poll(cluster: Cluster) -> None:
     """No message can cross while Redis is down: node 2 reads the slide's layers again every few
-    seconds meanwhile, so its live counts still drop a layer node 1 deleted."""
+    seconds meanwhile, so its live counts still drop a layer node 1 deleted; once Redis is back,
+    the next import reaches node 2 again."""
     from pycrdt import Array, Map
 
     from tests.test_layers import _ints, cells_of, square
@@ -423,3 +424,14 @@ async def test_a_layer_deleted_while_redis_is_away_leaves_the_other_node_by_its_
         async with _admin_http(n1) as http:
             assert (await http.delete(f"/api/slides/s/layers/{layer}")).status_code == 200
         await b.wait_for(lambda: cells_of(b, "roi") is None, timeout=15)
+        # Redis back: messages carry the next change again.
+        cluster.redis.start()
+        async with httpx.AsyncClient() as http:
+            async def redis_back_on_2() -> bool:
+                return (await http.get(f"{n2.base_url}/healthz")).json().get("redis") == "ok"
+            await wait_for_async(redis_back_on_2, 15, "node 2 sees Redis back")
+        async with _admin_http(n1, "reviewer") as http:
+            r = await http.post("/api/slides/s/layers", params={"name": "again"},
+                                content=export_bytes(cell_features(500, seed=7, box=(500, 500, 9500, 9500))))
+            again = r.json()["id"]
+        await b.wait_for(lambda: (_ints(cells_of(b, "roi")) or {}).keys() == {again}, timeout=15)
