@@ -29,7 +29,7 @@ from collab.errors import CollabError, Forbidden, StoreError
 from collab.http import JSONResponse, OriginCheck, RequestAuth, error_response
 from collab.layers.api import LayersApi
 from collab.layers.registry import LayerRegistry
-from collab.layers.sqlite import SqliteLayerStore
+from collab.layers.store import create_layer_store
 from collab.live.bus import Bus, LocalBus
 from collab.live.keys import SESSION, SLIDE, RoomKey
 from collab.live.policy import RoomPolicy
@@ -68,8 +68,6 @@ class Collab:
         self.store = create_store(settings)  # opened by the app's lifespan
         self.bus: Bus = RedisBus(settings.redis_url) if settings.redis_url else LocalBus()
         self.rooms = RoomManager(self.store, self.bus, settings, self.policy_for)
-        if isinstance(self.bus, RedisBus):
-            self.bus.on_reconnect = self.rooms.catch_up_all
         self.slides = SlideRegistry(self.store)
         self.images = SlideImages()
         self.archive = DicomWebSlides(
@@ -87,14 +85,25 @@ class Collab:
             self.authenticator, settings.ticket_seconds,
             RedisRedeemed(settings.redis_url) if settings.redis_url else None,
         )
-        # Detection layers: a store of their own (bulk imports stay out of the live store's log).
-        self.layers = LayerRegistry(SqliteLayerStore(settings.data / "layers.sqlite3"))
+        # Detection layers: a store of their own (bulk imports stay out of the live store's log),
+        # in the shared database when there is one; other nodes hear of changes on the bus.
+        self.layers = LayerRegistry(create_layer_store(settings), announce=self.bus.publish_layers)
+        if isinstance(self.bus, RedisBus):
+            self.bus.on_reconnect = self.messages_back
+            self.bus.on_layers = self.layers.changed_elsewhere
         self.layers_api = LayersApi(self.api, self.layers, self.slides, self.rooms, self.store, settings)
         self.archive_api = ArchiveApi(self.api, self.rooms, self.slides, self.store, settings, self.archive,
                                       self.layers)
         self.tokens_api = TokensApi(self.api, self.authenticator, self.tickets, settings)
         self._drain_lock = asyncio.Lock()
         self._drained = False
+
+    def messages_back(self) -> None:
+        """Redis answers again after a loss: rooms read the entries they missed, and every slide
+        whose layers this node follows reads its list again (a layers message may be lost)."""
+        self.rooms.catch_up_all()
+        for slide_id in self.layers.followed():
+            self.layers.changed_elsewhere(slide_id)
 
     async def policy_for(self, key: RoomKey) -> RoomPolicy:
         """Slides are checked and audited (unless checks are off); sessions follow their presenter."""
@@ -276,16 +285,19 @@ def create_app(settings: Settings) -> Starlette:
         await collab.open()
         await collab.layers.store.open()
         await collab.bus.start()
-        poller = None
+        pollers = []
         if isinstance(collab.bus, RedisBus):  # several nodes: rooms also compare with the store
-            poller = asyncio.get_running_loop().create_task(collab.rooms.poll_store(), name="poll-store")
+            loop = asyncio.get_running_loop()
+            pollers.append(loop.create_task(collab.rooms.poll_store(), name="poll-store"))
+            bus = collab.bus  # while Redis is away, layers are read again from the store
+            pollers.append(loop.create_task(collab.layers.poll(lambda: bus.connected), name="poll-layers"))
         try:
             if settings.demo:
                 await collab.register_demo()
             yield
         finally:
             try:
-                if poller is not None:
+                for poller in pollers:
                     poller.cancel()
                 await collab.drain()  # already done when CollabServer shut down first
                 collab.images.close()

@@ -3,8 +3,9 @@ instance, and read back with highdicom: classes, counts and vertices as the laye
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ import orjson
 import pytest
 from dicomweb_client.api import DICOMwebClient
 
+from collab.settings import Settings
 from collab.slides.demo import ensure_demo_slide
 from tests.conftest import make_settings, serving
 from tests.orthanc import OrthancArchive, running_orthanc
+from tests.pg import fresh_database
 from tests.test_layers_data import cell_features
 
 W, H = 3000, 2200
@@ -49,12 +52,24 @@ def _features() -> list[dict[str, Any]]:
     return features
 
 
+@contextlib.asynccontextmanager
+async def layer_settings(store: str, data: Path) -> AsyncIterator[Settings]:
+    """Layers in SQLite, or in PostgreSQL (read_chunks then reads in the export's worker thread)."""
+    if store == "sqlite":
+        yield make_settings(data)
+        return
+    async with fresh_database("collab_layers") as url:
+        yield make_settings(data, database_url=url)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
 async def test_a_layer_exported_to_the_archive_reads_back_with_its_classes_and_outlines(
-    orthanc, dicom_slide, tmp_path: Path
+    orthanc, dicom_slide, tmp_path: Path, store: str
 ) -> None:
     study, series = dicom_slide
     features = _features()
-    async with serving(make_settings(tmp_path / "data")) as live, live.http("admin") as admin:
+    async with (layer_settings(store, tmp_path / "data") as settings, serving(settings) as live,
+                live.http("admin") as admin):
         r = await admin.post("/api/slides", json={
             "id": "pacs-cells", "dicomweb": {"url": orthanc.dicomweb, "study": study, "series": series}})
         assert r.status_code == 201, r.text

@@ -1,6 +1,9 @@
 """Detection layers against a real server: import (plain, gzip, streamed), storage, box
 queries, grids, the binary form, counts against a brute-force Shapely answer, live counts in
-annotations, roles, and bounded memory on a large import."""
+annotations, roles, and bounded memory on a large import.
+
+Every test of a server runs twice: layers in SQLite (the embedded default) and in PostgreSQL
+(COLLAB_DATABASE_URL, a fresh database; skipped when PostgreSQL does not answer, except in CI)."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import gzip
 import os
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +29,22 @@ from collab.layers import binary
 from collab.layers.qupath import LayerParser
 from collab.layers.splitter import ArraySplitter
 from collab.live.keys import RoomKey
-from tests.conftest import SECRET, LiveServer, ServerProcess
+from collab.settings import Settings
+from tests.conftest import SECRET, LiveServer, ServerProcess, make_settings
+from tests.pg import fresh_database
 from tests.test_layers_data import cell_features, export_bytes, export_pieces, unusable_features
 
 N_CELLS = 3000
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def server_settings(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Settings]:
+    """The layer store follows the live store: SQLite under --data, or the PostgreSQL database."""
+    if request.param == "sqlite":
+        yield make_settings(tmp_path / "data")
+        return
+    async with fresh_database("collab_layers") as url:
+        yield make_settings(tmp_path / "data", database_url=url)
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +110,24 @@ async def test_import_plain_and_gzip_counts_classes_and_skips(
             (plain.json()["id"], "plain", N_CELLS), (zipped.json()["id"], "zipped", N_CELLS)
         ]
         assert listed[0]["colors"]["Tumor"] == [200, 0, 0]
+
+
+async def test_layers_live_where_the_live_store_does(live: LiveServer, layer: str) -> None:
+    """PostgreSQL named: the layer is in its tables, and no layers.sqlite3 is made under --data."""
+    import asyncpg
+
+    url = live.settings.database_url
+    sqlite_file = live.settings.data / "layers.sqlite3"
+    if url is None:
+        assert sqlite_file.exists()
+        return
+    assert not sqlite_file.exists()
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM layers WHERE id = $1", layer) == 1
+        assert await conn.fetchval("SELECT sum(count) FROM layer_chunks WHERE layer_id = $1", layer) == N_CELLS
+    finally:
+        await conn.close()
 
 
 @pytest.mark.parametrize(

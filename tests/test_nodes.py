@@ -345,3 +345,93 @@ async def test_a_ticket_from_one_node_opens_a_socket_on_another_once(cluster: Cl
         assert joined.synced.is_set()
     again = await YClient(f"{n1.ws_url}/ws/slides/s?ticket={ticket}").connect(wait_sync=False)
     assert await again.wait_closed() == 4401  # single use across nodes (Redis)
+
+
+# --- detection layers on several nodes -----------------------------------------------------------
+
+
+def _admin_http(node: ServerProcess, role: str = "admin") -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=node.base_url, timeout=60,
+                             headers={"authorization": f"Bearer {token(role, user=f'{role}-user')}"})
+
+
+async def _layer_view(node: ServerProcess, layer: str, outline: dict[str, Any]) -> tuple[Any, ...]:
+    """What one node answers of a layer: the list, a box query's objects, a count."""
+    async with _admin_http(node) as http:
+        listed = [(m["id"], m["count"]) for m in (await http.get("/api/slides/s/layers")).json()]
+        r = await http.get(f"/api/slides/s/layers/{layer}/objects", params={"bbox": "0,0,5000,5000"})
+        ids = sorted(f["id"] for f in r.json()["features"]) if r.status_code == 200 else r.status_code
+        r = await http.post(f"/api/slides/s/layers/{layer}/count", json={"geometry": outline})
+        count = r.json() if r.status_code == 200 else r.status_code
+    return listed, ids, count
+
+
+async def test_a_layer_imported_on_one_node_is_listed_queried_and_counted_live_on_another(cluster: Cluster) -> None:
+    """Node 1 imports and later deletes a layer; node 2 lists, queries and counts it, and the
+    outline a client of node 2 draws gets its `measurements.cells` from node 2's own guard (no
+    client is on node 1, so nothing else counts), which drop once node 1 deletes the layer."""
+    from pycrdt import Array, Map
+
+    from tests.test_layers import _ints, cells_of, square
+    from tests.test_layers_data import cell_features, export_bytes
+
+    n1, n2 = cluster.node(), cluster.node()
+    await register(n1, "s")
+    outline = square(1000, 1000, 3000)
+    async with client(n2, "s", "bob") as b:  # node 2 has the slide's room (and its layers) loaded
+        async with _admin_http(n1, "reviewer") as http:
+            r = await http.post("/api/slides/s/layers", params={"name": "cells"},
+                                content=export_bytes(cell_features(3000, seed=5, box=(500, 500, 9500, 9500))))
+            assert r.status_code == 201, r.text
+            layer = r.json()["id"]
+        on_1 = await _layer_view(n1, layer, outline)
+        assert on_1[0] == [(layer, 3000)] and len(on_1[1]) > 100 and on_1[2]["total"] > 100
+        assert await _layer_view(n2, layer, outline) == on_1
+        b.annotations["roi"] = Map({"geometry": outline, "name": "roi", "comments": Array([])})
+        await b.wait_for(lambda: _ints(cells_of(b, "roi")) == {layer: on_1[2]}, timeout=15)
+
+        async with _admin_http(n1) as http:
+            assert (await http.delete(f"/api/slides/s/layers/{layer}")).status_code == 200
+        await b.wait_for(lambda: cells_of(b, "roi") is None
+                         and "area_um2" in b.annotations["roi"]["measurements"], timeout=15)
+        assert await _layer_view(n2, layer, outline) == ([], 404, 404)
+
+
+async def test_a_layer_deleted_while_redis_is_away_leaves_the_other_node_by_its_poll(cluster: Cluster) -> None:
+    """No message can cross while Redis is down: node 2 reads the slide's layers again every few
+    seconds meanwhile, so its live counts still drop a layer node 1 deleted; once Redis is back,
+    the next import reaches node 2 again."""
+    from pycrdt import Array, Map
+
+    from tests.test_layers import _ints, cells_of, square
+    from tests.test_layers_data import cell_features, export_bytes
+
+    n1, n2 = cluster.node(), cluster.node()
+    await register(n1, "s")
+    outline = square(1000, 1000, 3000)
+    async with client(n2, "s", "bob") as b:
+        async with _admin_http(n1, "reviewer") as http:
+            r = await http.post("/api/slides/s/layers", params={"name": "cells"},
+                                content=export_bytes(cell_features(500, seed=6, box=(500, 500, 9500, 9500))))
+            layer = r.json()["id"]
+        b.annotations["roi"] = Map({"geometry": outline, "name": "roi", "comments": Array([])})
+        await b.wait_for(lambda: (_ints(cells_of(b, "roi")) or {}).keys() == {layer}, timeout=15)
+        cluster.redis.kill()
+        async with httpx.AsyncClient() as http:
+            async def redis_down_on_2() -> bool:
+                return (await http.get(f"{n2.base_url}/healthz")).json().get("redis") == "unreachable"
+            await wait_for_async(redis_down_on_2, 15, "node 2 sees Redis down")
+        async with _admin_http(n1) as http:
+            assert (await http.delete(f"/api/slides/s/layers/{layer}")).status_code == 200
+        await b.wait_for(lambda: cells_of(b, "roi") is None, timeout=15)
+        # Redis back: messages carry the next change again.
+        cluster.redis.start()
+        async with httpx.AsyncClient() as http:
+            async def redis_back_on_2() -> bool:
+                return (await http.get(f"{n2.base_url}/healthz")).json().get("redis") == "ok"
+            await wait_for_async(redis_back_on_2, 15, "node 2 sees Redis back")
+        async with _admin_http(n1, "reviewer") as http:
+            r = await http.post("/api/slides/s/layers", params={"name": "again"},
+                                content=export_bytes(cell_features(500, seed=7, box=(500, 500, 9500, 9500))))
+            again = r.json()["id"]
+        await b.wait_for(lambda: (_ints(cells_of(b, "roi")) or {}).keys() == {again}, timeout=15)

@@ -3,6 +3,13 @@
 Indexes are loaded once per layer (single flight) and shared by the HTTP routes and the live
 counts of the slide's room. A room's guard subscribes to its slide: when a layer is added or
 removed it recounts its outlines.
+
+Several nodes (a shared PostgreSQL layer store): a node that adds or removes a layer announces
+"the layers of slide S changed" (`announce`, a message on the Redis bus); the other nodes hear it
+(`changed_elsewhere`) and read that slide's list again: they load the new layers, drop the
+deleted ones' indexes, and their rooms of that slide recount. The message carries no data, so a
+lost one costs only time: `refresh_all` reads every followed slide again (Redis back, or its
+poll while Redis is away).
 """
 
 from __future__ import annotations
@@ -23,12 +30,17 @@ log = logging.getLogger(__name__)
 # in all; past it, in a worker thread (the loop never stalls on a large count).
 INLINE_COUNT_MAX_OBJECTS = 200_000
 
+# Several nodes, Redis away: how often a node reads the layers of the slides it follows again.
+POLL_SECONDS = 5.0
+
 Listener = Callable[[], None]
 
 
 class LayerRegistry:
-    def __init__(self, store: LayerStore) -> None:
+    def __init__(self, store: LayerStore, announce: Callable[[str], None] | None = None) -> None:
         self.store = store
+        self._announce = announce  # tells the other nodes that a slide's layers changed
+        self._refreshes: set[asyncio.Task[None]] = set()
         self._indexes: dict[str, LayerIndex] = {}
         self._by_slide: dict[str, list[str]] = {}  # slide -> layer ids, once loaded
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -70,16 +82,69 @@ class LayerRegistry:
     async def added(self, meta: LayerMeta) -> None:
         await self._load(meta)
         if meta.slide_id in self._by_slide:
-            self._by_slide[meta.slide_id].append(meta.id)
+            if meta.id not in self._by_slide[meta.slide_id]:  # a refresh may have listed it already
+                self._by_slide[meta.slide_id].append(meta.id)
         else:
             await self.load_slide(meta.slide_id)
         self._notify(meta.slide_id)
+        if self._announce is not None:
+            self._announce(meta.slide_id)
 
     def removed(self, slide_id: str, layer_id: str) -> None:
         self._indexes.pop(layer_id, None)
         if slide_id in self._by_slide:
             self._by_slide[slide_id] = [i for i in self._by_slide[slide_id] if i != layer_id]
         self._notify(slide_id)
+        if self._announce is not None:
+            self._announce(slide_id)
+
+    # --- changes made by other nodes --------------------------------------------------------
+
+    def changed_elsewhere(self, slide_id: str) -> None:
+        """Another node added or removed a layer of the slide: read its list again, soon."""
+        task = asyncio.get_running_loop().create_task(self.refresh_slide(slide_id), name="layers-refresh")
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
+
+    def followed(self) -> set[str]:
+        """Slides this node holds anything of: a list of layers, or a layer's index."""
+        return set(self._by_slide) | {index.meta.slide_id for index in self._indexes.values()}
+
+    async def poll(self, messages_flow: Callable[[], bool], every: float = POLL_SECONDS) -> None:
+        """Several nodes: while messages do not flow (Redis away), read every followed slide's
+        layers again every `every` seconds."""
+        while True:
+            await asyncio.sleep(every)
+            if not messages_flow():
+                await self.refresh_all()
+
+    async def refresh_all(self) -> None:
+        """Read every followed slide's list again (messages may have been lost)."""
+        for slide_id in sorted(self.followed()):
+            await self.refresh_slide(slide_id)
+
+    async def refresh_slide(self, slide_id: str) -> None:
+        """Bring what this node holds of the slide to what the store lists: new layers loaded
+        (if the slide's list was loaded), deleted ones' indexes dropped; rooms told if it changed."""
+        try:
+            async with self._locks["slide:" + slide_id]:
+                metas = await self.store.list_layers(slide_id)
+                ids = [m.id for m in metas]
+                gone = [i for i, index in self._indexes.items() if index.meta.slide_id == slide_id and i not in ids]
+                for layer_id in gone:
+                    self._indexes.pop(layer_id, None)
+                changed = bool(gone)
+                if slide_id in self._by_slide:
+                    for meta in metas:
+                        await self._load(meta)
+                    changed = changed or ids != self._by_slide[slide_id]
+                    self._by_slide[slide_id] = ids
+        except Exception:  # the store is away: the next message, or the next refresh, retries
+            log.warning("reading the layers of a slide again failed", exc_info=True, extra={"slide_id": slide_id})
+            return
+        if changed:
+            log.info("layers changed on another node: %d now", len(ids), extra={"slide_id": slide_id})
+            self._notify(slide_id)
 
     def subscribe(self, slide_id: str, listener: Listener) -> Callable[[], None]:
         self._listeners[slide_id].add(listener)

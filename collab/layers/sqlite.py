@@ -14,16 +14,13 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import aiosqlite
-import orjson
 
 from collab.errors import StoreError
-from collab.layers.codec import concat_points, concat_shapes, decode_points, encode_points
 from collab.layers.qupath import Chunk
-from collab.layers.store import LayerMeta, PointsRow
+from collab.layers.regroup import Piece, TileGroups, merge_pieces
+from collab.layers.store import LayerMeta, PointsRow, meta_from_json, meta_json
 
 log = logging.getLogger(__name__)
-
-MERGED_CHUNK_MAX = 8192  # objects per chunk once an import's pieces of a tile are regrouped
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS layers (
@@ -113,50 +110,53 @@ class SqliteLayerStore:
         try:
             with db:
                 self._regroup(db, meta.id)
-                db.execute("UPDATE layers SET state = 'ready', meta = ? WHERE id = ?", (_meta_json(meta), meta.id))
+                db.execute("UPDATE layers SET state = 'ready', meta = ? WHERE id = ?", (meta_json(meta), meta.id))
             db.executescript("PRAGMA incremental_vacuum;")  # stepped to the end (execute steps once: one page)
         finally:
             db.close()
 
     @staticmethod
     def _regroup(db: sqlite3.Connection, layer_id: str) -> None:
-        """Pieces of one tile written at different times (an export not in tile order) become
-        chunks of up to MERGED_CHUNK_MAX objects, so that a query touches few rows."""
+        """Pieces of one tile written at different times become chunks of up to
+        MERGED_CHUNK_MAX objects (regroup.py); a merged chunk keeps its first piece's number."""
         pieces = db.execute(
             "SELECT tx, ty, chunk, count FROM chunks WHERE layer_id = ? ORDER BY tx, ty, chunk", (layer_id,)
         ).fetchall()
-        groups: list[list[tuple[int, int]]] = []  # (chunk, count) of the pieces merged together
-        tile = None
+        grouper: TileGroups[int] = TileGroups()
+        groups: list[list[int]] = []
         for tx, ty, chunk, count in pieces:
-            if (tx, ty) != tile or sum(c for _k, c in groups[-1]) + count > MERGED_CHUNK_MAX:
-                groups.append([])
-                tile = (tx, ty)
-            groups[-1].append((chunk, count))
+            closed = grouper.add((tx, ty), count, chunk)
+            if closed:
+                groups.append(closed)
+        last = grouper.last()
+        if last:
+            groups.append(last)
         merged: list[tuple[str, int]] = []
-        for group in groups:
-            if len(group) < 2:
+        for numbers in groups:
+            if len(numbers) < 2:
                 continue
-            numbers = [k for k, _c in group]
             marks = ",".join("?" * len(numbers))
             rows = db.execute(
-                f"SELECT chunk, count, x0, y0, x1, y1, points, shapes, tx, ty FROM chunks"
+                f"SELECT count, x0, y0, x1, y1, points, shapes FROM chunks"
                 f" WHERE layer_id = ? AND chunk IN ({marks}) ORDER BY chunk", (layer_id, *numbers),
             ).fetchall()
-            points = concat_points([decode_points(r[6]) for r in rows])
-            shapes = concat_shapes([r[7] for r in rows], [r[1] for r in rows])
-            bbox = (min(r[2] for r in rows), min(r[3] for r in rows), max(r[4] for r in rows), max(r[5] for r in rows))
+            chunk = merge_pieces([Piece(r[0], (r[1], r[2], r[3], r[4]), r[5], r[6]) for r in rows])
             db.execute(
                 "UPDATE chunks SET count = ?, x0 = ?, y0 = ?, x1 = ?, y1 = ?, points = ?, shapes = ?"
                 " WHERE layer_id = ? AND chunk = ?",
-                (len(points), *bbox, encode_points(points), shapes, layer_id, numbers[0]),
+                (chunk.count, *chunk.bbox, chunk.points, chunk.shapes, layer_id, numbers[0]),
             )
             merged.extend((layer_id, k) for k in numbers[1:])
         db.executemany("DELETE FROM chunks WHERE layer_id = ? AND chunk = ?", merged)
 
     async def abort_import(self, layer_id: str) -> None:
         self._next_chunk.pop(layer_id, None)
-        await self._delete(layer_id)
-        await self.db.commit()
+        # Only an import in progress: a published layer of that id (a second import under an id
+        # already taken fails at begin_import) is not the aborted import's to remove.
+        cursor = await self.db.execute("SELECT 1 FROM layers WHERE id = ? AND state = 'importing'", (layer_id,))
+        if await cursor.fetchone() is not None:
+            await self._delete(layer_id)
+            await self.db.commit()
 
     async def _delete(self, layer_id: str) -> None:
         await self.db.execute("DELETE FROM chunks WHERE layer_id = ?", (layer_id,))
@@ -166,14 +166,14 @@ class SqliteLayerStore:
         cursor = await self.db.execute(
             "SELECT meta FROM layers WHERE slide_id = ? AND state = 'ready' ORDER BY rowid", (slide_id,)
         )
-        return [_meta(row[0]) for row in await cursor.fetchall()]
+        return [meta_from_json(row[0]) for row in await cursor.fetchall()]
 
     async def get_layer(self, slide_id: str, layer_id: str) -> LayerMeta | None:
         cursor = await self.db.execute(
             "SELECT meta FROM layers WHERE id = ? AND slide_id = ? AND state = 'ready'", (layer_id, slide_id)
         )
         row = await cursor.fetchone()
-        return _meta(row[0]) if row else None
+        return meta_from_json(row[0]) if row else None
 
     async def delete_layer(self, slide_id: str, layer_id: str) -> bool:
         cursor = await self.db.execute(
@@ -225,14 +225,3 @@ class SqliteLayerStore:
         row = await cursor.fetchone()
         return int(row[0]) if row else 0
 
-
-def _meta_json(meta: LayerMeta) -> bytes:
-    return orjson.dumps({
-        "id": meta.id, "slide_id": meta.slide_id, "name": meta.name, "created_ms": meta.created_ms,
-        "count": meta.count, "classes": meta.classes, "class_counts": meta.class_counts,
-        "skipped": meta.skipped, "author": meta.author,
-    })
-
-
-def _meta(raw: bytes) -> LayerMeta:
-    return LayerMeta(**orjson.loads(raw))

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 from collab.layers.qupath import Chunk
+
+if TYPE_CHECKING:
+    from collab.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +39,19 @@ class LayerMeta:
             "author": self.author, "count": self.count, "classes": self.class_counts,
             "colors": {c["name"]: c["color"] for c in self.classes}, "skipped": self.skipped,
         }
+
+
+def meta_json(meta: LayerMeta) -> bytes:
+    """A layer's metadata as the stores keep it."""
+    return orjson.dumps({
+        "id": meta.id, "slide_id": meta.slide_id, "name": meta.name, "created_ms": meta.created_ms,
+        "count": meta.count, "classes": meta.classes, "class_counts": meta.class_counts,
+        "skipped": meta.skipped, "author": meta.author,
+    })
+
+
+def meta_from_json(raw: bytes) -> LayerMeta:
+    return LayerMeta(**orjson.loads(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,3 +95,17 @@ class LayerStore(Protocol):
 
     async def stored_bytes(self, layer_id: str) -> int:
         """Bytes of blobs and chunk rows the layer takes (benchmarks, the listing)."""
+
+
+def create_layer_store(settings: Settings) -> LayerStore:
+    """Where layers live: in PostgreSQL when the live store is there (the same database, tables of
+    their own: every node sees every layer), else in `<data>/layers.sqlite3`. Not open yet."""
+    from collab.store import is_postgres_url
+
+    if settings.database_url is not None and is_postgres_url(settings.database_url):
+        from collab.layers.postgres import PostgresLayerStore
+
+        return PostgresLayerStore(settings.database_url)
+    from collab.layers.sqlite import SqliteLayerStore
+
+    return SqliteLayerStore(settings.data / "layers.sqlite3")

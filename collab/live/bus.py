@@ -1,7 +1,8 @@
 """The fan-out seam between server nodes.
 
 A node tells the others about a room: a committed update (with its sequence numbers in the
-store), a presence relay, a request for everyone's presence (a node that just loaded the room).
+store), a presence relay, a request for everyone's presence (a node that just loaded the room);
+and about a slide: its detection layers changed (one was added or removed in the shared store).
 Messages are a convenience, never data: a node that misses one reads what it lacks from the
 store (collab/live/rooms.py catches up), so a message lost while Redis is away loses nothing.
 
@@ -58,6 +59,10 @@ class Bus(Protocol):
 
     def query_presence(self, room: str) -> None: ...
 
+    def publish_layers(self, slide_id: str) -> None:
+        """This node added or removed a layer of the slide (the layer store has it committed)."""
+        ...
+
 
 class LocalBus:
     """Single process: every client of a room is attached to this node's Room."""
@@ -84,4 +89,7 @@ class LocalBus:
         return None
 
     def query_presence(self, room: str) -> None:
+        return None
+
+    def publish_layers(self, slide_id: str) -> None:
         return None

@@ -3,10 +3,12 @@
 Every node subscribes to `collab:room:*` and keeps the messages of the rooms it has loaded. A
 message is `<node id>\\0<JSON header>\\0<bytes>`: the sending node first (a node drops its own
 messages unparsed), then a header naming the kind ("update" with the room's sequence numbers,
-"presence", "query") and the room. Pub/sub delivers at most once: a
-node that misses a message (Redis away, a slow subscriber) sees the gap in the sequence numbers
-or hears nothing, and reads what it lacks from the store (RoomManager.catch_up), so Redis only
-ever carries messages, never the only copy of anything.
+"presence", "query"; "layers": the slide's detection layers changed) and the room. A "layers"
+message goes to every node, the slide's room loaded there or not (`on_layers`). Pub/sub delivers
+at most once: a node that misses a message (Redis away, a slow subscriber) sees the gap in the
+sequence numbers or hears nothing, and reads what it lacks from the store (RoomManager.catch_up;
+layers: LayerRegistry.refresh_all), so Redis only ever carries messages, never the only copy of
+anything.
 
 Each node keeps a key `collab:node:<id>` alive (TTL NODE_TTL); when a node's key is gone, the
 others drop the presence of its clients (a node killed with -9 says goodbye to no one).
@@ -27,6 +29,7 @@ from redis.exceptions import RedisError
 
 from collab import metrics
 from collab.live.bus import RemoteRoom
+from collab.live.keys import RoomKey
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,7 @@ class RedisBus:
         self._subscribed = False
         self._found_at = -float(NODE_TTL)  # when messages last started flowing again
         self.on_reconnect = on_reconnect  # called when messages flow again after a loss
+        self.on_layers: Callable[[str], None] | None = None  # another node changed a slide's layers
 
     @property
     def connected(self) -> bool:
@@ -98,6 +102,9 @@ class RedisBus:
 
     def query_presence(self, room: str) -> None:
         self._send({"k": "query", "room": room}, b"")
+
+    def publish_layers(self, slide_id: str) -> None:
+        self._send({"k": "layers", "room": str(RoomKey.slide(slide_id)), "slide": slide_id}, b"")
 
     def _send(self, header: dict[str, Any], payload: bytes) -> None:
         if not self._tasks:
@@ -184,6 +191,9 @@ class RedisBus:
         if not sep:
             return
         self._nodes.add(node)
+        if kind == "layers":
+            self._layers_changed(node, header.get("slide"))
+            return
         listener = self._listeners.get(room)
         if listener is None:
             return
@@ -198,6 +208,15 @@ class RedisBus:
                 listener.on_presence_query(node)
         except Exception:
             log.exception("handling a %s message from node %s failed", kind, node, extra={"room": room})
+
+    def _layers_changed(self, node: str, slide_id: Any) -> None:
+        if not isinstance(slide_id, str) or self.on_layers is None:
+            return
+        metrics.BUS_RECEIVED.inc()
+        try:
+            self.on_layers(slide_id)
+        except Exception:
+            log.exception("handling a layers message from node %s failed", node, extra={"slide_id": slide_id})
 
     def _lost(self, exc: BaseException) -> None:
         if self._connected:
