@@ -144,6 +144,18 @@ async def test_client_writing_what_the_server_would_costs_no_correction(live: Li
         await b.wait_for(lambda: field(b, "off", "measurements") == {"area_um2": 6.25, "perimeter_um": 10.0})
         assert abs(field(b, "off", "updated") - int(_time.time() * 1000)) < 30_000
         assert guard.corrections == corrections + 1
+        # A clock ahead of the server's by a minute: stamped (a change cannot be dated ahead).
+        with a.doc.transaction():
+            a.annotations["good"]["name"] = "ahead"
+            a.annotations["good"]["updated"] = int(_time.time() * 1000) + 60_000
+        await b.wait_for(lambda: field(b, "good", "name") == "ahead"
+                         and field(b, "good", "updated") <= int(_time.time() * 1000))
+        # Going back in time (before the annotation's last `updated`): stamped.
+        previous = field(b, "good", "updated")
+        with a.doc.transaction():
+            a.annotations["good"]["name"] = "back"
+            a.annotations["good"]["updated"] = previous - 1
+        await b.wait_for(lambda: field(b, "good", "name") == "back" and field(b, "good", "updated") > previous)
         # An edit that leaves the old `updated` as it was: the server stamps it.
         stamped = field(b, "good", "updated")
         a.annotations["good"]["name"] = "again"
@@ -175,6 +187,7 @@ async def test_burst_of_writes_gets_one_correction_per_group_commit(live: LiveSe
         guard = guard_of(live, slide)
         writer = live.app.state.collab.store._writer
         before, batches = guard.corrections, writer.batches
+        b.updates.clear()
         for i in range(20):  # twenty updates, a millisecond apart
             a.annotations[f"k{i}"] = ann(square(20 * i, 10))
             await asyncio.sleep(0.001)
@@ -183,6 +196,13 @@ async def test_burst_of_writes_gets_one_correction_per_group_commit(live: LiveSe
         # never more corrections than commits (how many commits depends on the store's pace).
         corrections = guard.corrections - before
         assert 1 <= corrections <= writer.batches - batches
+        # ...and never travel alone: every frame the other client got carries a new annotation
+        # (a correction committed apart, as a timer would, arrives in a frame of its own).
+        assert b.updates
+        for update in b.updates:
+            alone = Doc()
+            alone.apply_update(update)  # a correction alone references items it lacks: pending
+            assert len(alone.get("annotations", type=Map)) > 0
         assert {field(b, f"k{i}", "author") for i in range(20)} == {"alice"}
 
 

@@ -216,6 +216,29 @@ async def test_reader_that_pauses_gets_every_frame_in_order(tmp_path: Path) -> N
         await writer.close()
 
 
+async def test_a_send_that_fails_never_reaches_the_broadcast(tmp_path: Path) -> None:
+    """uvicorn raises RuntimeError for a send after its own close (its keepalive timeout closes
+    the socket between two frames): a frame sent straight to the socket must not raise into the
+    caller (a broadcast to every other client); the connection's writer ends instead."""
+    from collab.auth import Principal, Role
+    from collab.live.connection import Connection
+
+    async def closed_by_uvicorn(message: dict) -> None:
+        raise RuntimeError("Unexpected ASGI message 'websocket.send', after sending 'websocket.close'.")
+
+    async def never() -> dict:
+        await asyncio.Event().wait()
+        return {}
+
+    principal = Principal("u", "U", "Roubaix", Role.REVIEWER, None, time.time() + 60)
+    conn = Connection(never, closed_by_uvicorn, principal, "slide:s", make_settings(tmp_path))
+    writer = asyncio.get_running_loop().create_task(conn._write_loop())
+    await wait_for(lambda: conn._writer_idle, what="the writer waits for frames")
+    conn.send(b"\x00\x02\x00")  # straight to the socket: must not raise
+    await asyncio.wait_for(asyncio.gather(writer, return_exceptions=True), 5)
+    assert isinstance(writer.exception(), RuntimeError)  # the writer met it and ended
+
+
 async def test_presence_throttle_ends_with_latest_state(tmp_path: Path) -> None:
     async with serving(make_settings(tmp_path / "d", presence_hz=30)) as live:
         await live.register_slide("s")

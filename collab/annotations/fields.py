@@ -23,9 +23,12 @@ SERVER_FIELDS = ("status", "problem", "measurements", "author", "created", "upda
 # A client may write the server's own values itself (the web client does): what the server would
 # write is kept as written, so such an edit costs no correction. Measurements agree within a
 # rounding of their 3 decimals; `updated` is the client's clock, kept when this change wrote it and
-# it is within UPDATED_TOLERANCE_MS of the server's (else the server stamps its own time).
+# it is at most UPDATED_TOLERANCE_MS behind the server's clock and UPDATED_AHEAD_MS ahead of it,
+# and later than the annotation's previous `updated` (else the server stamps its own time): a
+# client cannot date its change into the future, nor make `updated` go back.
 MEASUREMENT_TOLERANCE = 0.002
 UPDATED_TOLERANCE_MS = 30_000
+UPDATED_AHEAD_MS = 1_000
 
 # Audit actions for what users change, and the server's verdicts.
 CREATED = "created"
@@ -152,8 +155,12 @@ def server_fields(record: Mapping[str, Any], known: Known, created: bool, at: in
     if created and not _is_number(record.get("created")):
         fields["created"] = at
     updated = record.get("updated")
-    if _is_number(updated) and updated != known.updated and abs(updated - at) <= UPDATED_TOLERANCE_MS:
-        known.updated = updated  # written with this change, by a clock that agrees with ours
+    if (
+        _is_number(updated)
+        and (not _is_number(known.updated) or updated > known.updated)  # written with this change
+        and at - UPDATED_TOLERANCE_MS <= updated <= at + UPDATED_AHEAD_MS  # by a clock that agrees with ours
+    ):
+        known.updated = updated
     else:
         fields["updated"] = known.updated = at
     return fields

@@ -261,7 +261,9 @@ class AnnotationGuard(RoomPolicy):
                 else:
                     keys = getattr(event, "keys", None) or {}
                     self._pending.update(str(k) for k in keys)
-        except Exception:  # raised into Yrs, it would be lost: log it here
+        except BaseException as exc:  # raised into Yrs, it would be lost: log it here
+            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                raise
             log.exception("reading a change event failed", extra={"room": self.room.name})
 
     def after_apply(self, principal: Principal) -> None:

@@ -142,7 +142,9 @@ export class AnnotationStore extends Emitter {
     for (const k of ['area_um2', 'perimeter_um', 'length_um']) delete kept[k]
     for (const [k, v] of Object.entries(computed)) kept[k] = Math.round(v * 1000) / 1000
     m.set('measurements', kept)
-    m.set('status', 'ok')
+    // The server checks up to ~400 vertices at once, larger ones a moment later: only say `ok`
+    // for what it will have answered by the time the others see it.
+    if (geo.vertexCount(geometry) <= 400) m.set('status', 'ok')
   }
 
   /** Ensures the value under id is a Y.Map (a plain JSON annotation is replaced by one). */
