@@ -22,7 +22,8 @@ from pycrdt import Array, Map
 
 from collab.auth import TokenAuthenticator
 from collab.layers import binary
-from collab.layers.qupath import LayerParser
+from collab.layers.codec import decode_points, decode_shapes
+from collab.layers.qupath import Chunk, LayerParser
 from collab.layers.splitter import ArraySplitter
 from collab.live.keys import RoomKey
 from tests.conftest import SECRET, LiveServer, ServerProcess
@@ -400,28 +401,72 @@ def test_splitter_cuts_whole_elements_wherever_the_pieces_end(values: list[Any],
     assert got == values
 
 
-def _parse(body: bytes, piece: int = 4096) -> LayerParser:
+def _parse(body: bytes, piece: int = 4096) -> tuple[LayerParser, list[Chunk]]:
     parser = LayerParser(width=100_000, height=80_000)
+    chunks = []
     for start in range(0, len(body), piece):
-        parser.feed(body[start : start + piece])
-    parser.finish()
-    return parser
+        chunks += parser.feed(body[start : start + piece])
+    chunks += parser.finish()
+    return parser, chunks
+
+
+def _objects(parser: LayerParser, chunks: list[Chunk]) -> list[tuple[Any, ...]]:
+    """Every stored object as (class name, centroid, its rings' vertices), in a set order."""
+    out = []
+    for chunk in chunks:
+        points = decode_points(chunk.points)
+        shapes = decode_shapes(chunk.shapes, points.xy)
+        for i in range(len(points)):
+            rings = tuple(tuple(map(tuple, shapes.coords[o : o + n].tolist()))
+                          for o, n in zip(shapes.offsets[i], shapes.counts[i], strict=True))
+            out.append((parser.class_names[points.classes[i]], *points.xy[i].tolist(), rings))
+    return sorted(out)
+
+
+def _uncommon_features() -> list[Any]:
+    """Usable features off the common form (the typed fast path hands them to the general one)."""
+    square = [[100, 100], [140, 100], [140, 140], [100, 140], [100, 100]]
+    hole = [[110, 110], [120, 110], [120, 120], [110, 110]]
+    nucleus = {"type": "Polygon", "coordinates": [[[115, 115], [125, 115], [125, 125], [115, 115]]]}
+    return [
+        {"type": "Feature",
+         "geometry": {"type": "MultiPolygon", "coordinates": [[square], [[[0, 0], [5, 0], [5, 5], [0, 0]]]]},
+         "properties": {"objectType": "cell", "classification": {"name": "Odd"}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square, hole]}, "properties": None},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[x, y, 0] for x, y in square]]},
+         "properties": {"objectType": "detection", "classification": {"name": "Odd", "color": [1, 2, 3]}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]}, "objectType": "cell",
+         "classification": {"name": "Top"}, "nucleusGeometry": None, "properties": {"nucleusGeometry": nucleus}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+         "properties": {"nucleusGeometry": nucleus, "classification": None}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]}, "nucleusGeometry": "junk",
+         "properties": {"classification": {"names": ["Tumor", "Positive"], "color": 0x102030}}},
+        {"type": "Feature",
+         "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [140, 100.5], [140, 140], [100, 100]]]},
+         "properties": {"objectType": "cell", "classification": {"name": "Top", "color": [9, 9, 9]}}},
+    ]
 
 
 def test_both_json_paths_agree(cells: list[dict[str, Any]]) -> None:
-    """The usual layout goes through the splitter and orjson; another (a key before
-    "features") through ijson: same objects, classes and reasons."""
+    """The usual layout goes through the splitter and msgspec's typed decoding (orjson for the
+    features off the common form); another (a key before "features") through ijson: the same
+    objects, classes, colors and reasons, whatever the mix within a piece."""
     bad, reasons = unusable_features()
-    features = cells[:500] + bad + cells[500:1000]
+    odd = _uncommon_features()
+    features = cells[:500] + bad + odd + cells[500:1000] + odd[::-1]
     usual = export_bytes(features)
     other = orjson.dumps({"bbox": [0, 0, 1, 1], "type": "FeatureCollection", "features": features})
     array = orjson.dumps(features)
     results = []
     for body in (usual, other, array):
-        parser = _parse(body)
-        results.append((parser.count, dict(parser.class_counts), dict(parser.skipped)))
-    assert results[0] == results[1] == results[2]
-    assert results[0][0] == 1000 and results[0][2] == reasons
+        for piece in (4096, 1 << 20):
+            parser, chunks = _parse(body, piece)
+            results.append((parser.count, dict(parser.class_counts), dict(parser.skipped),
+                            dict(zip(parser.class_names, map(str, parser.class_colors), strict=True)),
+                            _objects(parser, chunks)))
+    assert all(r == results[0] for r in results[1:])
+    assert results[0][0] == 1000 + 2 * len(odd) and results[0][2] == reasons
+    assert results[0][3]["Odd"] == "[1, 2, 3]" and results[0][3]["Top"] == "[9, 9, 9]"
 
 
 async def test_store_keeps_cells_compact_and_gives_space_back(tmp_path: Path) -> None:
