@@ -8,6 +8,7 @@ import gzip
 import os
 import time
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,11 @@ from pycrdt import Array, Map
 
 from collab.auth import TokenAuthenticator
 from collab.layers import binary
-from collab.layers.codec import decode_points, decode_shapes
+from collab.layers.codec import Points, decode_points, decode_shapes, encode_points
+from collab.layers.index import LayerIndex
 from collab.layers.qupath import Chunk, LayerParser
 from collab.layers.splitter import ArraySplitter
+from collab.layers.store import LayerMeta, PointsRow
 from collab.live.keys import RoomKey
 from tests.conftest import SECRET, LiveServer, ServerProcess
 from tests.test_layers_data import cell_features, export_bytes, export_pieces, unusable_features
@@ -508,3 +511,49 @@ async def test_store_keeps_cells_compact_and_gives_space_back(tmp_path: Path) ->
         assert file_bytes() < full / 10
     finally:
         await store.close()
+
+
+def _zigzag(cx: float, cy: float, r: float, n: int, depth: float = 0.9) -> list[list[float]]:
+    angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    radii = np.where(np.arange(n) % 2 == 0, r, r * depth) * (1 + 0.2 * np.sin(3 * angles))
+    ring = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)]).round(2).tolist()
+    return [*ring, ring[0]]
+
+
+def test_dense_counts_equal_brute_force() -> None:
+    """Counts over enough centroids that every shortcut is taken (whole chunks, cells away from
+    the outline, strips of the clipped outline) equal Shapely's test of every centroid."""
+    rng = np.random.default_rng(11)
+    n = 200_000
+    xy = rng.uniform(0, 20_000, (n, 2)).astype(np.float32)
+    xy[:500] = np.round(xy[:500] / 128) * 128  # on cell corners
+    tiles = np.floor(xy / 1024).astype(np.int64)
+    order = np.lexsort((tiles[:, 1], tiles[:, 0]))
+    xy, tiles = xy[order], tiles[order]
+    classes = rng.integers(0, 3, n).astype(np.uint16)
+    starts = [0, *(np.flatnonzero(np.any(np.diff(tiles, axis=0) != 0, axis=1)) + 1).tolist(), n]
+    rows = []
+    for number, (a, b) in enumerate(pairwise(starts)):
+        part = xy[a:b]
+        rows.append(PointsRow(number, b - a, (*part.min(axis=0).tolist(), *part.max(axis=0).tolist()),
+                              encode_points(Points(np.arange(a, b, dtype=np.uint32), classes[a:b], part))))
+    meta = LayerMeta(id="x", slide_id="s", name="n", created_ms=0, count=n, class_counts={},
+                     classes=[{"name": name, "color": None} for name in ("A", "B", "C")])
+    index = LayerIndex(meta, rows)
+    edge_cells = [[float(x), 0.0] for x in range(0, 20_001, 128)] + [[20_000.0, 3000.0], [0.0, 3000.0]]
+    shapes = [
+        shapely.Polygon(_zigzag(10_000, 10_000, 6000, 5000)),
+        shapely.Polygon(_zigzag(10_000, 10_000, 8000, 4000, 0.7), [_zigzag(10_000, 10_000, 3000, 3000)[::-1]]),
+        shapely.MultiPolygon([shapely.Polygon(_zigzag(5000, 5000, 4000, 2000)),
+                              shapely.Polygon(_zigzag(15_000, 15_000, 4000, 2000))]),
+        shapely.Polygon([*edge_cells, edge_cells[0]]),  # along the top, through cell corners
+        shapely.box(0, 0, 20_000, 20_000),
+    ]
+    x, y = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
+    for shape in shapes:
+        assert shape.is_valid
+        inside = shapely.contains_xy(shape, x, y)
+        got = index.count_inside(shape)
+        want = np.bincount(classes[inside], minlength=3)
+        assert got == {"total": int(inside.sum()),
+                       "classes": {name: int(k) for name, k in zip("ABC", want, strict=True) if k}}
