@@ -23,9 +23,10 @@ from pycrdt import Array, Map
 
 from collab.auth import TokenAuthenticator
 from collab.layers import binary
+from collab.layers.api import SelectedRings, _collection_json
 from collab.layers.codec import Points, decode_points, decode_shapes, encode_points
-from collab.layers.index import LayerIndex
-from collab.layers.qupath import Chunk, LayerParser
+from collab.layers.index import LayerIndex, Selection
+from collab.layers.qupath import UNCLASSIFIED, Chunk, LayerParser
 from collab.layers.splitter import ArraySplitter
 from collab.layers.store import LayerMeta, PointsRow
 from collab.live.keys import RoomKey
@@ -557,3 +558,38 @@ def test_dense_counts_equal_brute_force() -> None:
         want = np.bincount(classes[inside], minlength=3)
         assert got == {"total": int(inside.sum()),
                        "classes": {name: int(k) for name, k in zip("ABC", want, strict=True) if k}}
+
+
+def test_geojson_of_a_selection_is_the_features_as_dicts() -> None:
+    """The GeoJSON built from slices of one encoded text equals orjson.dumps of the Features as
+    plain dicts: detections without a nucleus, an unclassified class, odd ring sizes, none."""
+    classes = [{"name": "Tumor", "color": [200, 0, 0]}, {"name": UNCLASSIFIED, "color": None}]
+    xy = np.array([[10.5, 20.25], [30, 40], [50.125, 60], [70, 80]], np.float32)
+    points = Points(np.array([7, 8, 9, 10], np.uint32), np.array([0, 1, 1, 0], np.uint16), xy)
+    rows = [PointsRow(0, 4, (10.5, 20.25, 70, 80), encode_points(points))]
+    index = LayerIndex(LayerMeta(id="x", slide_id="s", name="n", created_ms=0, count=4, class_counts={},
+                                 classes=classes), rows)
+    outline_sizes, nucleus_sizes = np.array([3, 5, 4, 3]), np.array([3, 0, 0, 4])
+    rng = np.random.default_rng(2)
+    outlines = np.round(rng.uniform(0, 1e5, (outline_sizes.sum(), 2)) * 8) / 8
+    nuclei = np.round(rng.uniform(-5, 5, (nucleus_sizes.sum(), 2)) * 8) / 8
+    for rows_wanted in ([0, 1, 2, 3], [1, 2], []):
+        sel = Selection(np.array(rows_wanted, np.int64), np.zeros(len(rows_wanted), np.int64))
+        o_at, n_at = np.cumsum(outline_sizes) - outline_sizes, np.cumsum(nucleus_sizes) - nucleus_sizes
+        features = []
+        for i in rows_wanted:
+            ring = outlines[o_at[i] : o_at[i] + outline_sizes[i]].tolist()
+            feature = {"type": "Feature", "id": int(index.ids[i]),
+                       "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+                       "properties": {"objectType": "cell" if nucleus_sizes[i] else "detection",
+                                      "classification": None if i in (1, 2) else classes[0]}}
+            if nucleus_sizes[i]:
+                nucleus = nuclei[n_at[i] : n_at[i] + nucleus_sizes[i]].tolist()
+                feature["nucleusGeometry"] = {"type": "Polygon", "coordinates": [[*nucleus, nucleus[0]]]}
+            features.append(feature)
+        w = np.array(rows_wanted, np.int64)
+        empty = [np.zeros((0, 2))]
+        picked = SelectedRings(
+            outline_sizes[w], np.concatenate([outlines[o_at[i] : o_at[i] + outline_sizes[i]] for i in w] or empty),
+            nucleus_sizes[w], np.concatenate([nuclei[n_at[i] : n_at[i] + nucleus_sizes[i]] for i in w] or empty))
+        assert _collection_json(index, sel, picked) == orjson.dumps({"type": "FeatureCollection", "features": features})
