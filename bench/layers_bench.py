@@ -5,7 +5,8 @@
 Writes a QuPath cell export (8-vertex cell outline + 8-vertex nucleus, three classes, QuPath's
 measurements; tests/test_layers_data.py) of N cells to a temporary file, starts `collab serve` in
 a child process (fresh data dir), and measures:
-- the import: `POST /api/slides/{id}/layers` streaming the file from disk; cells/s over the
+- the import: `POST /api/slides/{id}/layers` streaming the file from disk (with --gzip, then
+  again gzip-compressed, `Content-Encoding: gzip`, as a second layer); cells/s over the
   request's wall time; the server's peak RSS growth (VmHWM, reset through /proc/PID/clear_refs
   just before, minus VmRSS then); the slowest `GET /healthz` answered meanwhile (a probe every
   50 ms on another connection: does the event loop stall?);
@@ -20,7 +21,9 @@ a child process (fresh data dir), and measures:
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -72,15 +75,19 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--counts", type=int, default=100)
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    ap.add_argument("--export", type=Path, default=None,
+                    help="an export this script wrote before (same --cells), instead of writing it again")
+    ap.add_argument("--gzip", action="store_true", help="also import the export gzip-compressed, as a second layer")
     args = ap.parse_args()
     results: dict = {"cells": args.cells}
 
     with tempfile.TemporaryDirectory() as tmp:
-        export = Path(tmp) / "cells.geojson"
+        export = args.export or Path(tmp) / "cells.geojson"
         t0 = time.perf_counter()
-        with export.open("wb") as f:
-            for piece in export_pieces(args.cells, box=AREA):
-                f.write(piece)
+        if not args.export:
+            with export.open("wb") as f:
+                for piece in export_pieces(args.cells, box=AREA):
+                    f.write(piece)
         size = export.stat().st_size
         print(f"export: {args.cells:,} cells, {size / 1e6:.0f} MB, written in {time.perf_counter() - t0:.0f} s",
               flush=True)
@@ -101,6 +108,13 @@ def main() -> None:
                 results.update(import_layer(http, server, pid, export))
                 layer = results.pop("layer")
                 results.update(stored(Path(tmp) / "data" / "layers.sqlite3", layer, results["count"]))
+                if args.gzip:  # the same export again, gzip-compressed (level 1), as a second layer
+                    zipped = Path(tmp) / "cells.geojson.gz"
+                    with export.open("rb") as f, gzip.open(zipped, "wb", compresslevel=1) as out:
+                        shutil.copyfileobj(f, out, 1024 * 1024)
+                    answer = import_layer(http, server, pid, zipped, {"Content-Encoding": "gzip"})
+                    answer.pop("layer")
+                    results["gzip"] = {"mb": round(zipped.stat().st_size / 1e6, 1), **answer}
                 results.update(viewports(http, layer, args.queries))
                 results.update(counts(http, layer, args.counts))
         finally:
@@ -110,7 +124,8 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def import_layer(http: httpx.Client, server: ServerProcess, pid: int, export: Path) -> dict:
+def import_layer(http: httpx.Client, server: ServerProcess, pid: int, export: Path,
+                 headers: dict[str, str] | None = None) -> dict:
     before = status_kb(pid, "VmRSS")
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
     probes: list[tuple[float, float]] = []
@@ -133,7 +148,7 @@ def import_layer(http: httpx.Client, server: ServerProcess, pid: int, export: Pa
     prober.start()
     t0 = time.perf_counter()
     try:
-        r = http.post("/api/slides/bench/layers", params={"name": "bench"}, content=body())
+        r = http.post("/api/slides/bench/layers", params={"name": "bench"}, content=body(), headers=headers)
     finally:
         done.set()
         prober.join()
