@@ -7,9 +7,9 @@ measurements; tests/test_layers_data.py) of N cells to a temporary file, starts 
 a child process (fresh data dir), and measures:
 - the import: `POST /api/slides/{id}/layers` streaming the file from disk (with --gzip, then
   again gzip-compressed, `Content-Encoding: gzip`, as a second layer); cells/s over the
-  request's wall time; the server's peak RSS growth (VmHWM, reset through /proc/PID/clear_refs
-  just before, minus VmRSS then); the slowest `GET /healthz` answered meanwhile (a probe every
-  50 ms on another connection: does the event loop stall?);
+  request's wall time, and per CPU-second of the server; the server's peak RSS growth (VmHWM,
+  reset through /proc/PID/clear_refs just before, minus VmRSS then); the slowest `GET /healthz`
+  answered meanwhile (a probe every 50 ms on another connection: does the event loop stall?);
 - stored bytes per cell: the blobs and rows of the layer in `<data>/layers.sqlite3`, and the
   file itself (after a WAL checkpoint);
 - viewport queries: random 1920 x 1080 px boxes inside the cells' area, as the browser asks
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import shutil
 import sqlite3
 import statistics
@@ -48,6 +49,11 @@ def status_kb(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def pct(values: list[float], q: float) -> float:
@@ -146,6 +152,7 @@ def import_layer(http: httpx.Client, server: ServerProcess, pid: int, export: Pa
 
     prober = threading.Thread(target=probe)
     prober.start()
+    cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     try:
         r = http.post("/api/slides/bench/layers", params={"name": "bench"}, content=body(), headers=headers)
@@ -153,6 +160,7 @@ def import_layer(http: httpx.Client, server: ServerProcess, pid: int, export: Pa
         done.set()
         prober.join()
     seconds = time.perf_counter() - t0
+    cpu = cpu_seconds(pid) - cpu0
     r.raise_for_status()
     answer = r.json()
     peak = status_kb(pid, "VmHWM")
@@ -160,6 +168,8 @@ def import_layer(http: httpx.Client, server: ServerProcess, pid: int, export: Pa
     out = {
         "layer": answer["id"], "count": answer["count"], "skipped": answer["skipped"]["count"],
         "import_s": round(seconds, 1), "import_cells_per_s": round(answer["count"] / seconds),
+        # The server's own CPU (all its threads): what a busy machine does not change much.
+        "import_server_cpu_s": round(cpu, 1), "import_cells_per_server_cpu_s": round(answer["count"] / cpu),
         "rss_before_mb": round(before / 1024, 1), "peak_rss_growth_mb": round((peak - before) / 1024, 1),
         "healthz_ms_during_import": {"p50": round(pct(waits, 50), 1), "p99": round(pct(waits, 99), 1),
                                      "max": round(max(waits, default=0), 1), "n": len(waits)},
