@@ -13,6 +13,8 @@ animation frame for --seconds:
 - high zoom: 1 screen px per slide px (outlines), panned by 3 screen px per frame, over the cells.
 It records the requestAnimationFrame intervals (what a user sees as smoothness) and the layer
 canvas's own draw times (LayerView.draw, instrumented in the page), and reports p50 / p95 / max;
+before the pan, the time of 5 full renders of the layer's cached bitmap (what a zoom step or a
+pan past the bitmap's margin costs);
 then the same pan with the layer hidden (the slide's tiles and the rest of the page alone).
 The data the view needs is fetched first and the pan stays within what was fetched (the client
 fetches half a view more on each side), so the figures are drawing, not network.
@@ -47,6 +49,12 @@ PAN = """async ([ms, step, span]) => {
   const lv = view.layers
   const viewport = view.viewer.viewport
   const item = view.item
+  // A full render of the cached bitmap (what a zoom step, or a pan past its margin, costs).
+  const renders = []
+  for (let i = 0; i < 5; i++) {
+    lv.version++
+    const t = performance.now(); lv.draw(); renders.push(performance.now() - t)
+  }
   const draws = []
   const draw = lv.draw
   lv.draw = function () { const t = performance.now(); draw.call(this); draws.push(performance.now() - t) }
@@ -68,7 +76,7 @@ PAN = """async ([ms, step, span]) => {
     requestAnimationFrame(tick)
   })
   lv.draw = draw
-  return { frames: frames.slice(1), draws, drawn: Object.values(lv.stats.drawn).reduce((s, n) => s + n, 0),
+  return { frames: frames.slice(1), draws, renders, drawn: Object.values(lv.stats.drawn).reduce((s, n) => s + n, 0),
            detail: lv.stats.detail, requests: lv.stats.requests }
 }"""
 
@@ -141,6 +149,7 @@ def main() -> None:
                         bare = page.evaluate(PAN, [args.seconds * 1000, step, span])
                         page.evaluate(SHOW, True)
                         results[name] = {"frame_ms": summary(out["frames"]), "layer_draw_ms": summary(out["draws"]),
+                                         "full_render_ms": summary(out["renders"]),
                                          "frame_ms_layer_hidden": summary(bare["frames"]),
                                          "cells_drawn": out["drawn"], "detail": out["detail"],
                                          "requests": out["requests"]}

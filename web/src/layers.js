@@ -274,7 +274,7 @@ export class LayerView extends Emitter {
       if (inBox(vis, x, y)) counts[k]++
     }
     ctx.setTransform(dpr * T.a, dpr * T.b, dpr * T.c, dpr * T.d, dpr * (T.e + mx), dpr * (T.f + my))
-    ctx.lineWidth = 1.5 / T.scale
+    ctx.lineWidth = 1 / (dpr * T.scale) // one device px: a hairline, which software rendering strokes far faster
     classes.forEach((c, k) => {
       if (!show[k]) return
       ctx.strokeStyle = rgb(c.color)
