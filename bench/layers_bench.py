@@ -5,10 +5,11 @@
 Writes a QuPath cell export (8-vertex cell outline + 8-vertex nucleus, three classes, QuPath's
 measurements; tests/test_layers_data.py) of N cells to a temporary file, starts `collab serve` in
 a child process (fresh data dir), and measures:
-- the import: `POST /api/slides/{id}/layers` streaming the file from disk; cells/s over the
-  request's wall time; the server's peak RSS growth (VmHWM, reset through /proc/PID/clear_refs
-  just before, minus VmRSS then); the slowest `GET /healthz` answered meanwhile (a probe every
-  50 ms on another connection: does the event loop stall?);
+- the import: `POST /api/slides/{id}/layers` streaming the file from disk (with --gzip, then
+  again gzip-compressed, `Content-Encoding: gzip`, as a second layer); cells/s over the
+  request's wall time, and per CPU-second of the server; the server's peak RSS growth (VmHWM,
+  reset through /proc/PID/clear_refs just before, minus VmRSS then); the slowest `GET /healthz`
+  answered meanwhile (a probe every 50 ms on another connection: does the event loop stall?);
 - stored bytes per cell: the blobs and rows of the layer in `<data>/layers.sqlite3`, and the
   file itself (after a WAL checkpoint);
 - viewport queries: random 1920 x 1080 px boxes inside the cells' area, as the browser asks
@@ -20,7 +21,10 @@ a child process (fresh data dir), and measures:
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import os
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -45,6 +49,11 @@ def status_kb(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     raise KeyError(field)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def pct(values: list[float], q: float) -> float:
@@ -72,15 +81,19 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=300)
     ap.add_argument("--counts", type=int, default=100)
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    ap.add_argument("--export", type=Path, default=None,
+                    help="an export this script wrote before (same --cells), instead of writing it again")
+    ap.add_argument("--gzip", action="store_true", help="also import the export gzip-compressed, as a second layer")
     args = ap.parse_args()
     results: dict = {"cells": args.cells}
 
     with tempfile.TemporaryDirectory() as tmp:
-        export = Path(tmp) / "cells.geojson"
+        export = args.export or Path(tmp) / "cells.geojson"
         t0 = time.perf_counter()
-        with export.open("wb") as f:
-            for piece in export_pieces(args.cells, box=AREA):
-                f.write(piece)
+        if not args.export:
+            with export.open("wb") as f:
+                for piece in export_pieces(args.cells, box=AREA):
+                    f.write(piece)
         size = export.stat().st_size
         print(f"export: {args.cells:,} cells, {size / 1e6:.0f} MB, written in {time.perf_counter() - t0:.0f} s",
               flush=True)
@@ -101,6 +114,13 @@ def main() -> None:
                 results.update(import_layer(http, server, pid, export))
                 layer = results.pop("layer")
                 results.update(stored(Path(tmp) / "data" / "layers.sqlite3", layer, results["count"]))
+                if args.gzip:  # the same export again, gzip-compressed (level 1), as a second layer
+                    zipped = Path(tmp) / "cells.geojson.gz"
+                    with export.open("rb") as f, gzip.open(zipped, "wb", compresslevel=1) as out:
+                        shutil.copyfileobj(f, out, 1024 * 1024)
+                    answer = import_layer(http, server, pid, zipped, {"Content-Encoding": "gzip"})
+                    answer.pop("layer")
+                    results["gzip"] = {"mb": round(zipped.stat().st_size / 1e6, 1), **answer}
                 results.update(viewports(http, layer, args.queries))
                 results.update(counts(http, layer, args.counts))
         finally:
@@ -110,7 +130,8 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=2) + "\n")
 
 
-def import_layer(http: httpx.Client, server: ServerProcess, pid: int, export: Path) -> dict:
+def import_layer(http: httpx.Client, server: ServerProcess, pid: int, export: Path,
+                 headers: dict[str, str] | None = None) -> dict:
     before = status_kb(pid, "VmRSS")
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
     probes: list[tuple[float, float]] = []
@@ -131,13 +152,15 @@ def import_layer(http: httpx.Client, server: ServerProcess, pid: int, export: Pa
 
     prober = threading.Thread(target=probe)
     prober.start()
+    cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     try:
-        r = http.post("/api/slides/bench/layers", params={"name": "bench"}, content=body())
+        r = http.post("/api/slides/bench/layers", params={"name": "bench"}, content=body(), headers=headers)
     finally:
         done.set()
         prober.join()
     seconds = time.perf_counter() - t0
+    cpu = cpu_seconds(pid) - cpu0
     r.raise_for_status()
     answer = r.json()
     peak = status_kb(pid, "VmHWM")
@@ -145,6 +168,8 @@ def import_layer(http: httpx.Client, server: ServerProcess, pid: int, export: Pa
     out = {
         "layer": answer["id"], "count": answer["count"], "skipped": answer["skipped"]["count"],
         "import_s": round(seconds, 1), "import_cells_per_s": round(answer["count"] / seconds),
+        # The server's own CPU (all its threads): what a busy machine does not change much.
+        "import_server_cpu_s": round(cpu, 1), "import_cells_per_server_cpu_s": round(answer["count"] / cpu),
         "rss_before_mb": round(before / 1024, 1), "peak_rss_growth_mb": round((peak - before) / 1024, 1),
         "healthz_ms_during_import": {"p50": round(pct(waits, 50), 1), "p99": round(pct(waits, 99), 1),
                                      "max": round(max(waits, default=0), 1), "n": len(waits)},

@@ -12,6 +12,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,12 @@ from pycrdt import Array, Map
 
 from collab.auth import TokenAuthenticator
 from collab.layers import binary
-from collab.layers.qupath import LayerParser
+from collab.layers.api import SelectedRings, _collection_json
+from collab.layers.codec import Points, decode_points, decode_shapes, encode_points
+from collab.layers.index import LayerIndex, Selection
+from collab.layers.qupath import UNCLASSIFIED, Chunk, LayerParser
 from collab.layers.splitter import ArraySplitter
+from collab.layers.store import LayerMeta, PointsRow
 from collab.live.keys import RoomKey
 from collab.settings import Settings
 from tests.conftest import SECRET, LiveServer, ServerProcess, make_settings
@@ -434,28 +439,72 @@ def test_splitter_cuts_whole_elements_wherever_the_pieces_end(values: list[Any],
     assert got == values
 
 
-def _parse(body: bytes, piece: int = 4096) -> LayerParser:
+def _parse(body: bytes, piece: int = 4096) -> tuple[LayerParser, list[Chunk]]:
     parser = LayerParser(width=100_000, height=80_000)
+    chunks = []
     for start in range(0, len(body), piece):
-        parser.feed(body[start : start + piece])
-    parser.finish()
-    return parser
+        chunks += parser.feed(body[start : start + piece])
+    chunks += parser.finish()
+    return parser, chunks
+
+
+def _objects(parser: LayerParser, chunks: list[Chunk]) -> list[tuple[Any, ...]]:
+    """Every stored object as (class name, centroid, its rings' vertices), in a set order."""
+    out = []
+    for chunk in chunks:
+        points = decode_points(chunk.points)
+        shapes = decode_shapes(chunk.shapes, points.xy)
+        for i in range(len(points)):
+            rings = tuple(tuple(map(tuple, shapes.coords[o : o + n].tolist()))
+                          for o, n in zip(shapes.offsets[i], shapes.counts[i], strict=True))
+            out.append((parser.class_names[points.classes[i]], *points.xy[i].tolist(), rings))
+    return sorted(out)
+
+
+def _uncommon_features() -> list[Any]:
+    """Usable features off the common form (the typed fast path hands them to the general one)."""
+    square = [[100, 100], [140, 100], [140, 140], [100, 140], [100, 100]]
+    hole = [[110, 110], [120, 110], [120, 120], [110, 110]]
+    nucleus = {"type": "Polygon", "coordinates": [[[115, 115], [125, 115], [125, 125], [115, 115]]]}
+    return [
+        {"type": "Feature",
+         "geometry": {"type": "MultiPolygon", "coordinates": [[square], [[[0, 0], [5, 0], [5, 5], [0, 0]]]]},
+         "properties": {"objectType": "cell", "classification": {"name": "Odd"}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square, hole]}, "properties": None},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[x, y, 0] for x, y in square]]},
+         "properties": {"objectType": "detection", "classification": {"name": "Odd", "color": [1, 2, 3]}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]}, "objectType": "cell",
+         "classification": {"name": "Top"}, "nucleusGeometry": None, "properties": {"nucleusGeometry": nucleus}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+         "properties": {"nucleusGeometry": nucleus, "classification": None}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]}, "nucleusGeometry": "junk",
+         "properties": {"classification": {"names": ["Tumor", "Positive"], "color": 0x102030}}},
+        {"type": "Feature",
+         "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [140, 100.5], [140, 140], [100, 100]]]},
+         "properties": {"objectType": "cell", "classification": {"name": "Top", "color": [9, 9, 9]}}},
+    ]
 
 
 def test_both_json_paths_agree(cells: list[dict[str, Any]]) -> None:
-    """The usual layout goes through the splitter and orjson; another (a key before
-    "features") through ijson: same objects, classes and reasons."""
+    """The usual layout goes through the splitter and msgspec's typed decoding (orjson for the
+    features off the common form); another (a key before "features") through ijson: the same
+    objects, classes, colors and reasons, whatever the mix within a piece."""
     bad, reasons = unusable_features()
-    features = cells[:500] + bad + cells[500:1000]
+    odd = _uncommon_features()
+    features = cells[:500] + bad + odd + cells[500:1000] + odd[::-1]
     usual = export_bytes(features)
     other = orjson.dumps({"bbox": [0, 0, 1, 1], "type": "FeatureCollection", "features": features})
     array = orjson.dumps(features)
     results = []
     for body in (usual, other, array):
-        parser = _parse(body)
-        results.append((parser.count, dict(parser.class_counts), dict(parser.skipped)))
-    assert results[0] == results[1] == results[2]
-    assert results[0][0] == 1000 and results[0][2] == reasons
+        for piece in (4096, 1 << 20):
+            parser, chunks = _parse(body, piece)
+            results.append((parser.count, dict(parser.class_counts), dict(parser.skipped),
+                            dict(zip(parser.class_names, map(str, parser.class_colors), strict=True)),
+                            _objects(parser, chunks)))
+    assert all(r == results[0] for r in results[1:])
+    assert results[0][0] == 1000 + 2 * len(odd) and results[0][2] == reasons
+    assert results[0][3]["Odd"] == "[1, 2, 3]" and results[0][3]["Top"] == "[9, 9, 9]"
 
 
 async def test_store_keeps_cells_compact_and_gives_space_back(tmp_path: Path) -> None:
@@ -497,3 +546,84 @@ async def test_store_keeps_cells_compact_and_gives_space_back(tmp_path: Path) ->
         assert file_bytes() < full / 10
     finally:
         await store.close()
+
+
+def _zigzag(cx: float, cy: float, r: float, n: int, depth: float = 0.9) -> list[list[float]]:
+    angles = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    radii = np.where(np.arange(n) % 2 == 0, r, r * depth) * (1 + 0.2 * np.sin(3 * angles))
+    ring = np.column_stack([cx + radii * np.cos(angles), cy + radii * np.sin(angles)]).round(2).tolist()
+    return [*ring, ring[0]]
+
+
+def test_dense_counts_equal_brute_force() -> None:
+    """Counts over enough centroids that every shortcut is taken (whole chunks, cells away from
+    the outline, strips of the clipped outline) equal Shapely's test of every centroid."""
+    rng = np.random.default_rng(11)
+    n = 200_000
+    xy = rng.uniform(0, 20_000, (n, 2)).astype(np.float32)
+    xy[:500] = np.round(xy[:500] / 128) * 128  # on cell corners
+    tiles = np.floor(xy / 1024).astype(np.int64)
+    order = np.lexsort((tiles[:, 1], tiles[:, 0]))
+    xy, tiles = xy[order], tiles[order]
+    classes = rng.integers(0, 3, n).astype(np.uint16)
+    starts = [0, *(np.flatnonzero(np.any(np.diff(tiles, axis=0) != 0, axis=1)) + 1).tolist(), n]
+    rows = []
+    for number, (a, b) in enumerate(pairwise(starts)):
+        part = xy[a:b]
+        rows.append(PointsRow(number, b - a, (*part.min(axis=0).tolist(), *part.max(axis=0).tolist()),
+                              encode_points(Points(np.arange(a, b, dtype=np.uint32), classes[a:b], part))))
+    meta = LayerMeta(id="x", slide_id="s", name="n", created_ms=0, count=n, class_counts={},
+                     classes=[{"name": name, "color": None} for name in ("A", "B", "C")])
+    index = LayerIndex(meta, rows)
+    edge_cells = [[float(x), 0.0] for x in range(0, 20_001, 128)] + [[20_000.0, 3000.0], [0.0, 3000.0]]
+    shapes = [
+        shapely.Polygon(_zigzag(10_000, 10_000, 6000, 5000)),
+        shapely.Polygon(_zigzag(10_000, 10_000, 8000, 4000, 0.7), [_zigzag(10_000, 10_000, 3000, 3000)[::-1]]),
+        shapely.MultiPolygon([shapely.Polygon(_zigzag(5000, 5000, 4000, 2000)),
+                              shapely.Polygon(_zigzag(15_000, 15_000, 4000, 2000))]),
+        shapely.Polygon([*edge_cells, edge_cells[0]]),  # along the top, through cell corners
+        shapely.box(0, 0, 20_000, 20_000),
+    ]
+    x, y = xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)
+    for shape in shapes:
+        assert shape.is_valid
+        inside = shapely.contains_xy(shape, x, y)
+        got = index.count_inside(shape)
+        want = np.bincount(classes[inside], minlength=3)
+        assert got == {"total": int(inside.sum()),
+                       "classes": {name: int(k) for name, k in zip("ABC", want, strict=True) if k}}
+
+
+def test_geojson_of_a_selection_is_the_features_as_dicts() -> None:
+    """The GeoJSON built from slices of one encoded text equals orjson.dumps of the Features as
+    plain dicts: detections without a nucleus, an unclassified class, odd ring sizes, none."""
+    classes = [{"name": "Tumor", "color": [200, 0, 0]}, {"name": UNCLASSIFIED, "color": None}]
+    xy = np.array([[10.5, 20.25], [30, 40], [50.125, 60], [70, 80]], np.float32)
+    points = Points(np.array([7, 8, 9, 10], np.uint32), np.array([0, 1, 1, 0], np.uint16), xy)
+    rows = [PointsRow(0, 4, (10.5, 20.25, 70, 80), encode_points(points))]
+    index = LayerIndex(LayerMeta(id="x", slide_id="s", name="n", created_ms=0, count=4, class_counts={},
+                                 classes=classes), rows)
+    outline_sizes, nucleus_sizes = np.array([3, 5, 4, 3]), np.array([3, 0, 0, 4])
+    rng = np.random.default_rng(2)
+    outlines = np.round(rng.uniform(0, 1e5, (outline_sizes.sum(), 2)) * 8) / 8
+    nuclei = np.round(rng.uniform(-5, 5, (nucleus_sizes.sum(), 2)) * 8) / 8
+    for rows_wanted in ([0, 1, 2, 3], [1, 2], []):
+        sel = Selection(np.array(rows_wanted, np.int64), np.zeros(len(rows_wanted), np.int64))
+        o_at, n_at = np.cumsum(outline_sizes) - outline_sizes, np.cumsum(nucleus_sizes) - nucleus_sizes
+        features = []
+        for i in rows_wanted:
+            ring = outlines[o_at[i] : o_at[i] + outline_sizes[i]].tolist()
+            feature = {"type": "Feature", "id": int(index.ids[i]),
+                       "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
+                       "properties": {"objectType": "cell" if nucleus_sizes[i] else "detection",
+                                      "classification": None if i in (1, 2) else classes[0]}}
+            if nucleus_sizes[i]:
+                nucleus = nuclei[n_at[i] : n_at[i] + nucleus_sizes[i]].tolist()
+                feature["nucleusGeometry"] = {"type": "Polygon", "coordinates": [[*nucleus, nucleus[0]]]}
+            features.append(feature)
+        w = np.array(rows_wanted, np.int64)
+        empty = [np.zeros((0, 2))]
+        picked = SelectedRings(
+            outline_sizes[w], np.concatenate([outlines[o_at[i] : o_at[i] + outline_sizes[i]] for i in w] or empty),
+            nucleus_sizes[w], np.concatenate([nuclei[n_at[i] : n_at[i] + nucleus_sizes[i]] for i in w] or empty))
+        assert _collection_json(index, sel, picked) == orjson.dumps({"type": "FeatureCollection", "features": features})

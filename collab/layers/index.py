@@ -2,8 +2,10 @@
 
 14 bytes an object (a million cells: 14 MB), in chunk order, with per chunk its centroid
 bounding box and its count per class. A count inside an outline takes the chunks the outline
-wholly contains from their per-class counts, and tests only the centroids of the chunks its
-edge crosses, with one vectorized Shapely call (QuPath's rule: a centroid inside the outline).
+wholly contains from their per-class counts; in the chunks its edge crosses, grid cells no
+segment of the outline comes near are decided by their center, and only the centroids of the
+other cells are tested, with Shapely, by strips of the clipped outline (QuPath's rule: a centroid
+inside the outline).
 Immutable once built, so worker threads may read it while the event loop does too.
 """
 
@@ -24,6 +26,8 @@ _WHOLE_CHUNK_MIN = 32
 _CELL_TEST_MIN = 2000
 _CELL = 128.0
 _CELL_KEY = 1 << 24  # cell x * _CELL_KEY + cell y: slides are far narrower than 2**24 cells
+_STRIP = 1024.0  # px: centroids near the outline are tested by strips this wide (_contains_by_strip)
+_NEAR = 0.01  # px: rounding in cutting segments into pieces is far below this
 
 
 def _classify_boxes(shape: Any, edge: Any, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +39,56 @@ def _classify_boxes(shape: Any, edge: Any, boxes: np.ndarray) -> tuple[np.ndarra
     crossed = shapely.intersects(edge, shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]))
     center_in = shapely.contains_xy(shape, (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2)
     return ~crossed & center_in, ~crossed & ~center_in
+
+
+def _cells_near_boundary(shape: Any, size: float) -> np.ndarray:
+    """Keys (x * _CELL_KEY + y) of the grid cells of `size` px that some segment of `shape`'s
+    rings may touch: a superset (each segment is cut into pieces no longer than a cell, and each
+    piece's bounding box, widened by _NEAR px, marks the up to 3 x 3 cells it covers), so a cell
+    left out is certainly met by no segment. Vectorized: one pass over every segment."""
+    rings = shapely.get_parts(shape.boundary)
+    coords = shapely.get_coordinates(rings)
+    ends = np.cumsum(shapely.get_num_coordinates(rings))
+    between = ends[:-1] - 1  # no segment from one ring's last vertex to the next one's first
+    a, b = np.delete(coords[:-1], between, axis=0), np.delete(coords[1:], between, axis=0)
+    pieces = np.maximum(1, np.ceil(np.hypot(*(b - a).T) / size)).astype(np.int64)
+    seg = np.repeat(np.arange(len(a)), pieces)
+    j = np.arange(len(seg)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+    step = (b - a)[seg] / pieces[seg, None]
+    p0 = a[seg] + step * j[:, None]
+    p1 = a[seg] + step * (j + 1)[:, None]
+    lo = np.floor((np.minimum(p0, p1) - _NEAR) / size).astype(np.int64)
+    hi = np.floor((np.maximum(p0, p1) + _NEAR) / size).astype(np.int64)
+    keys = []
+    for dx in range(3):
+        for dy in range(3):
+            ok = (lo[:, 0] + dx <= hi[:, 0]) & (lo[:, 1] + dy <= hi[:, 1])
+            keys.append((lo[ok, 0] + dx) * _CELL_KEY + lo[ok, 1] + dy)
+    # A cell at y = -1 (an outline along the slide's top) shares its key with a cell 2**24 - 1
+    # down the column before: no centroid is ever there, so nothing is miscounted.
+    return np.unique(np.concatenate(keys))
+
+
+def _contains_by_strip(shape: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """shapely.contains_xy, the points taken by vertical strips of _STRIP px, each against the
+    outline clipped to its strip (widened by 1 px). A point test counts the outline's segments
+    crossed by a ray from the point: a long wavy outline has many on every line, the part in a
+    strip few. A point strictly inside the clipping rectangle is inside the clipped shape exactly
+    when it is inside the outline, so the answer is the same."""
+    if len(x) < _CELL_TEST_MIN:
+        return shapely.contains_xy(shape, x, y)
+    _x0, y0, _x1, y1 = shape.bounds
+    strip = np.floor(x / _STRIP).astype(np.int64)
+    order = np.argsort(strip, kind="stable")
+    starts = np.flatnonzero(np.diff(strip[order], prepend=strip[order[0]] - 1))
+    result = np.zeros(len(x), bool)
+    for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(x)], strict=True):
+        rows = order[a:b]
+        k = int(strip[rows[0]])
+        part = shapely.clip_by_rect(shape, k * _STRIP - 1, y0 - 1, (k + 1) * _STRIP + 1, y1 + 1)
+        shapely.prepare(part)
+        result[rows] = shapely.contains_xy(part, x[rows], y[rows])
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,27 +168,30 @@ class LayerIndex:
             crossing = np.ones(len(chunks), bool)
             crossing[boxed[inside | outside]] = False
             rows = self._rows_of(chunks[crossing])
-            inside_rows = rows[self._inside(shape, edge, rows)]
+            inside_rows = rows[self._inside(shape, rows)]
             totals += np.bincount(self.classes[inside_rows], minlength=len(totals))[: len(totals)]
         classes = {name: int(n) for name, n in zip(self.class_names, totals, strict=False) if n}
         return {"total": int(totals.sum()), "classes": classes}
 
-    def _inside(self, shape: Any, edge: Any, rows: np.ndarray) -> np.ndarray:
+    def _inside(self, shape: Any, rows: np.ndarray) -> np.ndarray:
         """Which of `rows` have their centroid inside `shape`. The chunks the outline crosses are
-        cut again into cells of _CELL px: cells wholly inside or outside are decided at once, and
-        only the centroids of the cells the outline crosses are tested one by one."""
+        cut again into cells of _CELL px: a cell no segment of the outline comes near is wholly
+        inside or outside (its center tells), and only the centroids of the other cells are
+        tested one by one."""
         x, y = self.x[rows].astype(np.float64), self.y[rows].astype(np.float64)
         if len(rows) < _CELL_TEST_MIN:
             return shapely.contains_xy(shape, x, y)
         gx = np.floor(x / _CELL).astype(np.int64)
         gy = np.floor(y / _CELL).astype(np.int64)
         keys, cell_of = np.unique(gx * _CELL_KEY + gy, return_inverse=True)
-        cx, cy = keys // _CELL_KEY, keys % _CELL_KEY
-        cells = np.column_stack([cx * _CELL, cy * _CELL, (cx + 1) * _CELL, (cy + 1) * _CELL]).astype(np.float64)
-        inside, outside = _classify_boxes(shape, edge, cells)
-        result = inside[cell_of]
-        test = ~(result | outside[cell_of])
-        result[test] = shapely.contains_xy(shape, x[test], y[test])
+        near = np.isin(keys, _cells_near_boundary(shape, _CELL), assume_unique=True)
+        far = np.flatnonzero(~near)
+        cell_in = np.zeros(len(keys), bool)
+        cx, cy = keys[far] // _CELL_KEY, keys[far] % _CELL_KEY
+        cell_in[far] = _contains_by_strip(shape, (cx + 0.5) * _CELL, (cy + 0.5) * _CELL)
+        result = cell_in[cell_of]
+        test = np.flatnonzero(near[cell_of])
+        result[test] = _contains_by_strip(shape, x[test], y[test])
         return result
 
     def grid(self, sel: Selection, bbox: tuple[float, float, float, float], cells: int = 64) -> dict[str, Any]:

@@ -1,13 +1,21 @@
 // Detection layers over the slide (docs/layers.md): the slide's layers, fetched for the viewport
 // in the compact binary form (centroids at low zoom, outlines near full resolution) and drawn on
-// a canvas of their own, under the annotations, for the viewport only.
+// a canvas of their own, under the annotations. The cells are rendered into a cached bitmap a
+// little larger than the view (centroids written as pixels, outlines as one path per class);
+// panning only moves that bitmap, as the annotation overlay does, so a frame costs one image copy
+// whatever the number of cells.
 import { apiRoot } from './api.js'
 import { Emitter, rgb } from './dom.js'
+import { compose, invert } from './overlay.js'
 
 // From this many screen px per slide px, outlines are fetched and drawn; below it, points.
 const OUTLINE_SCALE = 0.25
 // Fetch half a viewport more on each side, so that small pans need no new request.
 const MARGIN = 0.5
+// The cached bitmap covers this much of the view more on each side (panning past it re-renders).
+const CACHE_MARGIN = 0.4
+// Centroids are squares of this many CSS px.
+const POINT_PX = 3
 
 /** The binary answer of GET .../objects?format=binary, decoded (little-endian, no padding). */
 export function decodeLayerBinary (buffer) {
@@ -53,7 +61,9 @@ export class LayerView extends Emitter {
     this.hidden = new Map() // layer id -> Set of hidden class names
     this.data = new Map() // layer id -> {box, detail, decoded}
     this.pending = new Map() // layer id -> the request under way {box, detail}
-    this.stats = { drawn: {}, detail: null, requests: 0 }
+    this.stats = { drawn: {}, detail: null, requests: 0, renders: 0 }
+    this.version = 0 // bumped whenever what is drawn changes (data, layers or classes shown)
+    this.cache = null // {canvas, ctx, key, T, mx, my, image, blank}
     this.canvas = document.createElement('canvas')
     this.canvas.className = 'layers-canvas'
     this.canvas.setAttribute('aria-hidden', 'true')
@@ -88,7 +98,7 @@ export class LayerView extends Emitter {
     for (const id of [...this.data.keys()]) if (!ids.has(id)) this.data.delete(id)
     this.emit('layers')
     this.fetchVisible()
-    this.requestDraw()
+    this.changed()
   }
 
   layerName (id) {
@@ -102,13 +112,13 @@ export class LayerView extends Emitter {
     return Array.isArray(c) ? c : [160, 160, 160]
   }
 
-  setLayer (id, on) { this.shown.set(id, !!on); this.fetchVisible(); this.requestDraw(); this.emit('layers') }
+  setLayer (id, on) { this.shown.set(id, !!on); this.fetchVisible(); this.changed(); this.emit('layers') }
 
   setClass (id, name, on) {
     const hidden = this.hidden.get(id) || new Set()
     if (on) hidden.delete(name); else hidden.add(name)
     this.hidden.set(id, hidden)
-    this.requestDraw()
+    this.changed()
     this.emit('layers')
   }
 
@@ -155,7 +165,7 @@ export class LayerView extends Emitter {
       const decoded = decodeLayerBinary(await res.arrayBuffer())
       if (this.pending.get(id) !== ticket) return // a newer view asked meanwhile
       this.data.set(id, { box, detail, decoded })
-      this.requestDraw()
+      this.changed()
     } catch (e) {
       if (this.pending.get(id) === ticket) this.view.toast(`Cells of a layer could not be loaded: ${e.message}`, { level: 'error' })
     } finally {
@@ -167,6 +177,9 @@ export class LayerView extends Emitter {
     if (this._raf) return
     this._raf = requestAnimationFrame(() => { this._raf = 0; this.draw() })
   }
+
+  /** Something drawn changed: the cached bitmap is stale. */
+  changed () { this.version++; this.requestDraw() }
 
   draw () {
     const el = this.viewer.container
@@ -180,48 +193,136 @@ export class LayerView extends Emitter {
     ctx.setTransform(1, 0, 0, 1, 0, 0)
     ctx.clearRect(0, 0, this.canvas.width, this.canvas.height)
     const T = this.view.overlay.computeTransform()
+    if (!T || !w || !h) { this.stats.drawn = {}; return }
+    const key = `${this.version}|${w}x${h}@${dpr}`
+    const c = this.cache
+    let R = null // cached bitmap -> screen
+    if (c && c.key === key) {
+      R = compose(T, invert(c.T))
+      const linear = Math.abs(R.a - 1) + Math.abs(R.b) + Math.abs(R.c) + Math.abs(R.d - 1) < 1e-9
+      if (linear) {
+        if (Math.abs(R.e) > c.mx - 2 || Math.abs(R.f) > c.my - 2) R = null // panned past the margin
+      } else {
+        const k = Math.hypot(R.a, R.b)
+        if (!this.view.overlay.animating || k < 0.5 || k > 2) R = null // zoom or rotation settled: sharp again
+      }
+    }
+    if (!R) {
+      this._render(T, w, h, dpr, key)
+      R = { a: 1, b: 0, c: 0, d: 1, e: 0, f: 0 }
+    }
+    const cache = this.cache
+    ctx.setTransform(dpr * R.a, dpr * R.b, dpr * R.c, dpr * R.d, dpr * R.e, dpr * R.f)
+    ctx.translate(-cache.mx, -cache.my)
+    ctx.scale(1 / dpr, 1 / dpr)
+    ctx.drawImage(cache.canvas, 0, 0)
+  }
+
+  /** Renders every loaded cell near the view into the cached bitmap, for transform T. */
+  _render (T, w, h, dpr, key) {
+    this.stats.renders++
+    const mx = Math.round(w * CACHE_MARGIN); const my = Math.round(h * CACHE_MARGIN)
+    let cache = this.cache
+    if (!cache) {
+      const canvas = document.createElement('canvas')
+      cache = this.cache = { canvas, ctx: canvas.getContext('2d', { willReadFrequently: false }), image: null, blank: true }
+    }
+    const W = Math.round((w + 2 * mx) * dpr); const H = Math.round((h + 2 * my) * dpr)
+    if (cache.canvas.width !== W || cache.canvas.height !== H) { cache.canvas.width = W; cache.canvas.height = H }
+    Object.assign(cache, { key, T, mx, my })
+    const ctx = cache.ctx
+    ctx.setTransform(1, 0, 0, 1, 0, 0)
+    ctx.clearRect(0, 0, W, H)
+    cache.blank = true
     const drawn = {}
     this.stats.drawn = drawn
-    if (!T) return
-    const vis = this.view.overlay.visibleBox(T, w, h, 8)
+    const overlay = this.view.overlay
+    const vis = overlay.visibleBox(T, w, h, 8) // counted as drawn: the cells in view
+    const near = overlay.visibleBox(T, w, h, Math.max(mx, my) + 24) // rendered: those of the bitmap
     for (const l of this.layers) {
       const d = this.data.get(l.id)
       if (!this.shown.get(l.id) || !d) continue
       const hidden = this.hidden.get(l.id) || new Set()
-      const { classes, cls, xy, outlines } = d.decoded
+      const { classes, outlines } = d.decoded
       const outlineMode = outlines && T.scale >= OUTLINE_SCALE * 0.5
       this.stats.detail = outlineMode ? 'outlines' : 'points'
-      classes.forEach((c, k) => {
-        if (hidden.has(c.name)) return
-        let count = 0
-        if (outlineMode) {
-          ctx.setTransform(dpr * T.a, dpr * T.b, dpr * T.c, dpr * T.d, dpr * T.e, dpr * T.f)
-          const path = new Path2D()
-          for (let i = 0; i < cls.length; i++) {
-            if (cls[i] !== k || !inBox(vis, xy[2 * i], xy[2 * i + 1])) continue
-            const s = outlines.starts[i]; const e = outlines.starts[i + 1]
-            if (e - s < 2) continue
-            path.moveTo(outlines.coords[2 * s], outlines.coords[2 * s + 1])
-            for (let j = s + 1; j < e; j++) path.lineTo(outlines.coords[2 * j], outlines.coords[2 * j + 1])
-            path.closePath()
-            count++
-          }
-          ctx.strokeStyle = rgb(c.color)
-          ctx.lineWidth = 1.5 / T.scale
-          ctx.stroke(path)
-        } else {
-          ctx.setTransform(dpr, 0, 0, dpr, 0, 0)
-          ctx.fillStyle = rgb(c.color)
-          for (let i = 0; i < cls.length; i++) {
-            const x = xy[2 * i]; const y = xy[2 * i + 1]
-            if (cls[i] !== k || !inBox(vis, x, y)) continue
-            ctx.fillRect(T.a * x + T.c * y + T.e - 1.5, T.b * x + T.d * y + T.f - 1.5, 3, 3)
-            count++
-          }
-        }
-        if (count) drawn[c.name] = (drawn[c.name] || 0) + count
-      })
+      const show = classes.map((c) => !hidden.has(c.name))
+      const counts = outlineMode
+        ? this._renderOutlines(ctx, T, dpr, mx, my, d.decoded, show, vis, near)
+        : this._renderPoints(cache, T, dpr, mx, my, d.decoded, show, vis)
+      cache.blank = false
+      classes.forEach((c, k) => { if (counts[k]) drawn[c.name] = (drawn[c.name] || 0) + counts[k] })
     }
+  }
+
+  /** Outlines: one path per class, stroked once. Returns the count in view per class. */
+  _renderOutlines (ctx, T, dpr, mx, my, decoded, show, vis, near) {
+    const { classes, cls, xy, outlines } = decoded
+    const counts = new Array(classes.length).fill(0)
+    const paths = classes.map(() => new Path2D())
+    const { starts, coords } = outlines
+    for (let i = 0; i < cls.length; i++) {
+      const k = cls[i]
+      const x = xy[2 * i]; const y = xy[2 * i + 1]
+      if (!show[k] || !inBox(near, x, y)) continue
+      const s = starts[i]; const e = starts[i + 1]
+      if (e - s < 2) continue
+      const path = paths[k]
+      path.moveTo(coords[2 * s], coords[2 * s + 1])
+      for (let j = s + 1; j < e; j++) path.lineTo(coords[2 * j], coords[2 * j + 1])
+      path.closePath()
+      if (inBox(vis, x, y)) counts[k]++
+    }
+    ctx.setTransform(dpr * T.a, dpr * T.b, dpr * T.c, dpr * T.d, dpr * (T.e + mx), dpr * (T.f + my))
+    ctx.lineWidth = 1 / (dpr * T.scale) // one device px: a hairline, which software rendering strokes far faster
+    classes.forEach((c, k) => {
+      if (!show[k]) return
+      ctx.strokeStyle = rgb(c.color)
+      ctx.stroke(paths[k])
+    })
+    return counts
+  }
+
+  /** Centroids: squares of POINT_PX written straight into the bitmap's pixels (a million
+   * fillRect calls would take a second). Returns the count in view per class. */
+  _renderPoints (cache, T, dpr, mx, my, decoded, show, vis) {
+    const { classes, cls, xy } = decoded
+    const W = cache.canvas.width; const H = cache.canvas.height
+    let image = cache.image
+    if (cache.blank && image && image.width === W && image.height === H) {
+      new Uint32Array(image.data.buffer).fill(0)
+    } else {
+      // The first layer drawn starts from a blank image (kept between renders); another one
+      // from what is there already.
+      image = cache.blank ? new ImageData(W, H) : cache.ctx.getImageData(0, 0, W, H)
+      if (cache.blank) cache.image = image
+    }
+    const px = new Uint32Array(image.data.buffer)
+    const counts = new Array(classes.length).fill(0)
+    const colors = new Uint32Array(classes.length)
+    classes.forEach((c, k) => {
+      const [r, g, b] = c.color
+      colors[k] = (show[k] ? (255 << 24) | (b << 16) | (g << 8) | r : 0) >>> 0 // RGBA bytes, little-endian
+    })
+    const size = Math.max(1, Math.round(POINT_PX * dpr))
+    const half = size / 2
+    const A = dpr * T.a; const B = dpr * T.b; const C = dpr * T.c; const D = dpr * T.d
+    const E = dpr * (T.e + mx) - half; const F = dpr * (T.f + my) - half
+    const [v0, v1, v2, v3] = vis
+    for (let i = 0; i < cls.length; i++) {
+      const k = cls[i]
+      const color = colors[k]
+      if (!color) continue
+      const x = xy[2 * i]; const y = xy[2 * i + 1]
+      const left = Math.round(A * x + C * y + E); const top = Math.round(B * x + D * y + F)
+      if (left >= W || top >= H || left + size <= 0 || top + size <= 0) continue
+      const x0 = left < 0 ? 0 : left; const x1 = left + size > W ? W : left + size
+      const y1 = top + size > H ? H : top + size
+      for (let row = top < 0 ? 0 : top; row < y1; row++) px.fill(color, row * W + x0, row * W + x1)
+      if (x >= v0 && y >= v1 && x <= v2 && y <= v3) counts[k]++
+    }
+    cache.ctx.putImageData(image, 0, 0)
+    return counts
   }
 
   state () {

@@ -472,13 +472,13 @@ export class Overlay {
   }
 }
 
-function invert (m) {
+export function invert (m) {
   const det = m.a * m.d - m.b * m.c
   return { a: m.d / det, b: -m.b / det, c: -m.c / det, d: m.a / det, e: (m.c * m.f - m.d * m.e) / det, f: (m.b * m.e - m.a * m.f) / det }
 }
 
 /** m1 after m2 (both affine {a, b, c, d, e, f} as in canvas setTransform). */
-function compose (m1, m2) {
+export function compose (m1, m2) {
   return {
     a: m1.a * m2.a + m1.c * m2.b,
     b: m1.b * m2.a + m1.d * m2.b,
