@@ -19,6 +19,7 @@ import asyncpg
 import numpy as np
 import pytest
 
+from collab.layers.adopt import adopt_sqlite_layers
 from collab.layers.codec import decode_points, decode_shapes
 from collab.layers.postgres import PostgresLayerStore
 from collab.layers.qupath import LayerParser
@@ -297,5 +298,39 @@ async def test_read_chunks_of_a_layer_deleted_meanwhile_reads_it_whole(pg_url: s
         assert await store.delete_layer("s", "L")
         rest = await asyncio.to_thread(list, reader)
         assert [first[0]] + [c for c, _p, _s in rest] == [r.count for r in rows]
+    finally:
+        await store.close()
+
+
+# --- upgrading: layers kept in <data>/layers.sqlite3 move into PostgreSQL -------------------------
+
+
+async def test_layers_of_the_sqlite_file_are_copied_into_postgresql_once(pg_url: str, tmp_path: Path) -> None:
+    """A node that kept its layers in layers.sqlite3 before, now on PostgreSQL: its published
+    layers are copied chunk for chunk (an unfinished import is not), a second copy (another node,
+    a run cut midway) skips them, and the file is renamed so the next start does nothing."""
+    path = tmp_path / "layers.sqlite3"
+    old = SqliteLayerStore(path)
+    await old.open()
+    await import_whole(old, "A", BODY)
+    await import_whole(old, "B", b"".join(export_pieces(20_000, box=(0, 0, 20_000, 20_000))), slide="t")
+    await old.begin_import("cut", "s")  # never finished: not a layer
+    before = {lid: (await old.list_layers(s), await old.load_points(lid), list(old.read_chunks(lid)))
+              for lid, s in (("A", "s"), ("B", "t"))}
+    await old.close()
+    store = PostgresLayerStore(pg_url)
+    await store.open()
+    try:
+        assert await adopt_sqlite_layers(path, store) == (2, 0)
+        for lid, s in (("A", "s"), ("B", "t")):
+            metas, points, chunks = before[lid]
+            assert await store.list_layers(s) == metas
+            assert await store.load_points(lid) == points
+            assert await asyncio.to_thread(lambda: list(store.read_chunks(lid))) == chunks
+        assert not path.exists() and (tmp_path / "layers.sqlite3.migrated").exists()
+        assert await adopt_sqlite_layers(path, store) == (0, 0)  # renamed: nothing to do
+        (tmp_path / "layers.sqlite3.migrated").rename(path)  # another node's copy of the same file
+        assert await adopt_sqlite_layers(path, store) == (0, 2)
+        assert [m.id for m in await store.list_layers("s")] == ["A"]
     finally:
         await store.close()

@@ -242,6 +242,29 @@ class PostgresLayerStore:
         except Exception:
             imp.conn.terminate()
 
+    async def adopt_layer(self, meta: LayerMeta, chunk_rows: Iterator[list[tuple[Any, ...]]]) -> bool:
+        """Publish a layer whose chunks are packed already (rows of layer_chunks, a list at a time,
+        from a blocking iterator stepped in a worker thread), in one transaction; False, and
+        nothing written, when a layer of that id exists (adopt.py: copies from a SQLite file)."""
+        if self._pool is None:
+            raise StoreError("the layer store is not open")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                inserted = await conn.fetchval(
+                    "INSERT INTO layers (id, slide_id, meta) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING"
+                    " RETURNING 1", meta.id, meta.slide_id, meta_json(meta))
+                if inserted is None:
+                    return False
+                while rows := await asyncio.to_thread(next, chunk_rows, None):
+                    await conn.copy_records_to_table("layer_chunks", records=rows, columns=_CHUNK_COLUMNS)
+                return True
+        except _ERRORS as exc:
+            raise StoreError(f"copying a layer into PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            close = getattr(chunk_rows, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+
     # -- reads and deletes -----------------------------------------------------------------
 
     async def list_layers(self, slide_id: str) -> list[LayerMeta]:
