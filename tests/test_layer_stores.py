@@ -326,7 +326,7 @@ async def test_layers_of_the_sqlite_file_are_copied_into_postgresql_once(pg_url:
             metas, points, chunks = before[lid]
             assert await store.list_layers(s) == metas
             assert await store.load_points(lid) == points
-            assert await asyncio.to_thread(lambda: list(store.read_chunks(lid))) == chunks
+            assert await asyncio.to_thread(list, store.read_chunks(lid)) == chunks
         assert not path.exists() and (tmp_path / "layers.sqlite3.migrated").exists()
         assert await adopt_sqlite_layers(path, store) == (0, 0)  # renamed: nothing to do
         (tmp_path / "layers.sqlite3.migrated").rename(path)  # another node's copy of the same file

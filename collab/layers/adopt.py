@@ -30,7 +30,7 @@ CHUNKS_PER_COPY = 16  # chunks read from the file and copied at a time (memory s
 async def adopt_sqlite_layers(path: Path, store: PostgresLayerStore) -> tuple[int, int]:
     """Copy the published layers of the SQLite file at `path` into `store`; rename the file once
     done. Answers (copied, skipped); (0, 0) when there is no file."""
-    if not path.exists():
+    if not await asyncio.to_thread(path.exists):
         return 0, 0
     metas = await asyncio.to_thread(_published, path)
     copied = skipped = 0
