@@ -118,8 +118,8 @@ class Collab:
                 width=record["width"], height=record["height"], mpp=record.get("mpp"),
                 max_vertices=self.settings.max_vertices,
             )
-            await self.layers.load_slide(key.id)  # live counts need the slide's layers in memory
-            return AnnotationGuard(self.store, catalog, cells=self.layers.cells_of(key.id))
+            cells = await self.layers.follow(key.id)  # live counts need the slide's layers in memory
+            return AnnotationGuard(self.store, catalog, cells=cells)
         return RoomPolicy()
 
     async def check_session(self, session_id: str, principal: Principal) -> None:
