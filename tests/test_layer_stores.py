@@ -19,6 +19,7 @@ import asyncpg
 import numpy as np
 import pytest
 
+from collab.errors import StoreError
 from collab.layers.adopt import adopt_sqlite_layers
 from collab.layers.codec import decode_points, decode_shapes
 from collab.layers.postgres import PostgresLayerStore
@@ -222,9 +223,8 @@ async def test_a_finished_layer_is_never_overwritten(harness: Harness) -> None:
     store = harness.store
     await import_whole(store, "L", BODY)
     points = await store.load_points("L")
-    small = export_bytes(cell_features(10))
-    with pytest.raises(Exception):  # noqa: B017  (each store refuses in its own words)
-        await import_whole(store, "L", small)
+    with pytest.raises(StoreError, match="exists already"):  # refused at once, by both stores
+        await store.begin_import("L", "s")
     await store.abort_import("L")
     assert await store.get_layer("s", "L") == meta("L", 5000)
     assert await store.load_points("L") == points
@@ -332,5 +332,26 @@ async def test_layers_of_the_sqlite_file_are_copied_into_postgresql_once(pg_url:
         (tmp_path / "layers.sqlite3.migrated").rename(path)  # another node's copy of the same file
         assert await adopt_sqlite_layers(path, store) == (0, 2)
         assert [m.id for m in await store.list_layers("s")] == ["A"]
+    finally:
+        await store.close()
+
+
+async def test_a_delete_whose_connection_dropped_is_retried_and_answers_deleted(pg_url: str) -> None:
+    """The pool's connections are cut by the server (a failover, say): the delete is retried on
+    a fresh one and answers True; a retry finding the layer gone answers True too (the first
+    attempt may have committed and lost its reply)."""
+    store = PostgresLayerStore(pg_url, pool_size=1)
+    await store.open()
+    try:
+        await import_whole(store, "L", BODY)
+        admin = await asyncpg.connect(pg_url)
+        try:
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        finally:
+            await admin.close()
+        assert await store.delete_layer("s", "L")
+        assert await nothing_of(store, "L")
+        assert not await store.delete_layer("s", "L")  # no retry: gone before, not deleted now
     finally:
         await store.close()

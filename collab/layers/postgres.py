@@ -78,7 +78,9 @@ ALTER TABLE import_pieces ALTER COLUMN points SET STORAGE EXTERNAL, ALTER COLUMN
 _PIECE_COLUMNS = ["piece", "tx", "ty", "count", "x0", "y0", "x1", "y1", "points", "shapes"]
 _CHUNK_COLUMNS = ["layer_id", "chunk", "tx", "ty", "count", "x0", "y0", "x1", "y1", "points", "shapes"]
 
-_CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+# InternalClientError: what the next operation on a pooled connection the server just cut may
+# raise ("another operation is in progress": asyncpg is still handling the termination).
+_CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError)
 _ERRORS = (*_CONNECTION_ERRORS, asyncpg.PostgresError, TimeoutError)
 
 
@@ -144,6 +146,8 @@ class PostgresLayerStore:
             raise StoreError("the layer store is not open")
         if layer_id in self._imports:
             raise StoreError(f"layer {layer_id} is already being imported")
+        if await self._run(lambda c: c.fetchval("SELECT 1 FROM layers WHERE id = $1", layer_id)) is not None:
+            raise StoreError(f"layer {layer_id} exists already")
         try:
             conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
         except _ERRORS as exc:
@@ -279,9 +283,18 @@ class PostgresLayerStore:
 
     async def delete_layer(self, slide_id: str, layer_id: str) -> bool:
         # Its chunks go with it (ON DELETE CASCADE), in the same statement's transaction.
-        deleted = await self._run(lambda c: c.fetchval(
-            "DELETE FROM layers WHERE id = $1 AND slide_id = $2 RETURNING 1", layer_id, slide_id))
-        return deleted is not None
+        attempts = 0
+
+        async def delete(conn: asyncpg.Connection) -> bool:
+            nonlocal attempts
+            attempts += 1
+            deleted = await conn.fetchval(
+                "DELETE FROM layers WHERE id = $1 AND slide_id = $2 RETURNING 1", layer_id, slide_id)
+            # A retry (_run: the connection dropped) that finds nothing: the first attempt may have
+            # committed and lost its reply. Gone is what was asked: deleted (announced, 200).
+            return deleted is not None or attempts > 1
+
+        return await self._run(delete)
 
     async def load_points(self, layer_id: str) -> list[PointsRow]:
         rows = await self._run(lambda c: c.fetch(
