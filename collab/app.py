@@ -303,7 +303,12 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await collab.open()
         await collab.layers.store.open()
-        await adopt_local_layers(collab.layers.store, settings)
+        try:
+            await adopt_local_layers(collab.layers.store, settings)
+        except BaseException:  # the node does not start: give its connections back
+            await collab.layers.store.close()
+            await collab.store.close()
+            raise
         await collab.bus.start()
         pollers = []
         if isinstance(collab.bus, RedisBus):  # several nodes: rooms also compare with the store

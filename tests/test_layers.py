@@ -559,3 +559,23 @@ async def test_layers_kept_in_sqlite_before_are_served_from_postgresql(tmp_path:
                                  params={"bbox": "0,0,100000,100000", "limit": "0"})
             assert box.status_code == 200, box.text
         assert not (data / "layers.sqlite3").exists() and (data / "layers.sqlite3.migrated").exists()
+
+
+async def test_a_node_whose_sqlite_layers_cannot_be_copied_does_not_start(tmp_path: Path) -> None:
+    """A damaged layers.sqlite3 beside a PostgreSQL live store: `collab serve` refuses to start
+    and says what to do, rather than serving without those layers (rooms would drop their counts)."""
+    import asyncio
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "layers.sqlite3").write_bytes(b"not a database" * 100)
+    async with fresh_database("collab_layers") as url:
+        node = ServerProcess(data, env={"COLLAB_DATABASE_URL": url})
+        try:
+            with pytest.raises(RuntimeError, match="server exited") as refused:
+                await asyncio.to_thread(node.start)
+        finally:
+            node.stop()
+    assert "could not be copied into PostgreSQL" in str(refused.value)
+    assert "move the file aside" in str(refused.value)
+    assert (data / "layers.sqlite3").exists()  # left as it was
