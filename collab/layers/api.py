@@ -111,7 +111,6 @@ class LayersApi:
         seconds = time.perf_counter() - started
         log.info("layer imported: %d objects, %d skipped, %.1f MB in %.1f s", meta.count, meta.skipped["count"],
                  bytes_in / 1e6, seconds, extra={**ctx, "objects": meta.count})
-        self._audit(meta.slide_id, principal, "layer_imported", meta.id, {"name": name, "count": meta.count})
         return JSONResponse({"id": meta.id, "name": meta.name, "count": meta.count,
                              "classes": meta.class_counts, "skipped": meta.skipped}, status_code=201)
 
@@ -140,20 +139,22 @@ class LayersApi:
             raise
         # Publishing runs to its end even if the request is cancelled meanwhile: a layer committed
         # is always announced and counted (a task of its own, which the request only waits for).
-        publish = asyncio.get_running_loop().create_task(self._publish(meta), name="layer-publish")
+        publish = asyncio.get_running_loop().create_task(self._publish(meta, principal), name="layer-publish")
         self._publishing.add(publish)
         publish.add_done_callback(self._publishing.discard)
         await asyncio.shield(publish)
         return meta, parser.bytes_in, started
 
-    async def _publish(self, meta: LayerMeta) -> None:
+    async def _publish(self, meta: LayerMeta, principal: Any) -> None:
         store = self._layers.store
         try:
             await store.finish_import(meta)
         except BaseException:
             await store.abort_import(meta.id)
             raise
-        await self._layers.added(meta)  # never raises: the layer is committed
+        # Committed: audited, announced and counted, whether or not the client still waits.
+        self._audit(meta.slide_id, principal, "layer_imported", meta.id, {"name": meta.name, "count": meta.count})
+        await self._layers.added(meta)  # never raises
 
     async def _stream_into(self, request: Request, parser: LayerParser, layer_id: str, limit: int,
                            ctx: dict[str, Any]) -> None:
