@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -27,9 +28,11 @@ from collab.archive.api import ArchiveApi
 from collab.auth import Principal, TokenAuthenticator, signing_secret
 from collab.errors import CollabError, Forbidden, StoreError
 from collab.http import JSONResponse, OriginCheck, RequestAuth, error_response
+from collab.layers.adopt import adopt_sqlite_layers
 from collab.layers.api import LayersApi
+from collab.layers.postgres import PostgresLayerStore
 from collab.layers.registry import LayerRegistry
-from collab.layers.store import create_layer_store
+from collab.layers.store import LayerStore, create_layer_store
 from collab.live.bus import Bus, LocalBus
 from collab.live.keys import SESSION, SLIDE, RoomKey
 from collab.live.policy import RoomPolicy
@@ -115,8 +118,8 @@ class Collab:
                 width=record["width"], height=record["height"], mpp=record.get("mpp"),
                 max_vertices=self.settings.max_vertices,
             )
-            await self.layers.load_slide(key.id)  # live counts need the slide's layers in memory
-            return AnnotationGuard(self.store, catalog, cells=self.layers.cells_of(key.id))
+            cells = await self.layers.follow(key.id)  # live counts need the slide's layers in memory
+            return AnnotationGuard(self.store, catalog, cells=cells)
         return RoomPolicy()
 
     async def check_session(self, session_id: str, principal: Principal) -> None:
@@ -277,6 +280,22 @@ def demo_links(auth: TokenAuthenticator, base_url: str, slide_id: str, ttl: floa
     ]
 
 
+async def adopt_local_layers(store: LayerStore, settings: Settings) -> None:
+    """Layers in PostgreSQL: a node that kept them in `<data>/layers.sqlite3` before copies them
+    there first (collab/layers/adopt.py). A copy that fails stops the start: serving without
+    those layers would let rooms recount their outlines without them."""
+    if not isinstance(store, PostgresLayerStore):
+        return
+    path = settings.data / "layers.sqlite3"
+    try:
+        await adopt_sqlite_layers(path, store)
+    except (StoreError, sqlite3.Error, OSError) as exc:
+        raise StoreError(
+            f"the layers of {path} could not be copied into PostgreSQL ({exc}); the server does not start"
+            " without them. Fix the cause and start again (layers already copied are skipped), or move the"
+            " file aside to start without its layers (docs/layers.md, Upgrading)") from exc
+
+
 def create_app(settings: Settings) -> Starlette:
     collab = Collab(settings)
 
@@ -284,6 +303,12 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await collab.open()
         await collab.layers.store.open()
+        try:
+            await adopt_local_layers(collab.layers.store, settings)
+        except BaseException:  # the node does not start: give its connections back
+            await collab.layers.store.close()
+            await collab.store.close()
+            raise
         await collab.bus.start()
         pollers = []
         if isinstance(collab.bus, RedisBus):  # several nodes: rooms also compare with the store

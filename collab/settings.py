@@ -69,6 +69,7 @@ class Settings:
     layer_max_bytes: int = 8 * 1024 * MiB  # a detection layer import's body (streamed; over: 413)
     layer_query_limit: int = 20_000  # objects a box query lists before it answers a grid
     layer_outlines_max: int = 200_000  # outlines one binary box query may carry
+    layer_imports: int = 4  # layer imports at once on a node (each a store connection); past it: 429
     geometry_checks: bool = True  # off only to measure their cost: no checks, index or annotation queries
 
     @classmethod

@@ -19,6 +19,8 @@ import asyncpg
 import numpy as np
 import pytest
 
+from collab.errors import StoreError
+from collab.layers.adopt import adopt_sqlite_layers
 from collab.layers.codec import decode_points, decode_shapes
 from collab.layers.postgres import PostgresLayerStore
 from collab.layers.qupath import LayerParser
@@ -221,9 +223,8 @@ async def test_a_finished_layer_is_never_overwritten(harness: Harness) -> None:
     store = harness.store
     await import_whole(store, "L", BODY)
     points = await store.load_points("L")
-    small = export_bytes(cell_features(10))
-    with pytest.raises(Exception):  # noqa: B017  (each store refuses in its own words)
-        await import_whole(store, "L", small)
+    with pytest.raises(StoreError, match="exists already"):  # refused at once, by both stores
+        await store.begin_import("L", "s")
     await store.abort_import("L")
     assert await store.get_layer("s", "L") == meta("L", 5000)
     assert await store.load_points("L") == points
@@ -297,5 +298,60 @@ async def test_read_chunks_of_a_layer_deleted_meanwhile_reads_it_whole(pg_url: s
         assert await store.delete_layer("s", "L")
         rest = await asyncio.to_thread(list, reader)
         assert [first[0]] + [c for c, _p, _s in rest] == [r.count for r in rows]
+    finally:
+        await store.close()
+
+
+# --- upgrading: layers kept in <data>/layers.sqlite3 move into PostgreSQL -------------------------
+
+
+async def test_layers_of_the_sqlite_file_are_copied_into_postgresql_once(pg_url: str, tmp_path: Path) -> None:
+    """A node that kept its layers in layers.sqlite3 before, now on PostgreSQL: its published
+    layers are copied chunk for chunk (an unfinished import is not), a second copy (another node,
+    a run cut midway) skips them, and the file is renamed so the next start does nothing."""
+    path = tmp_path / "layers.sqlite3"
+    old = SqliteLayerStore(path)
+    await old.open()
+    await import_whole(old, "A", BODY)
+    await import_whole(old, "B", b"".join(export_pieces(20_000, box=(0, 0, 20_000, 20_000))), slide="t")
+    await old.begin_import("cut", "s")  # never finished: not a layer
+    before = {lid: (await old.list_layers(s), await old.load_points(lid), list(old.read_chunks(lid)))
+              for lid, s in (("A", "s"), ("B", "t"))}
+    await old.close()
+    store = PostgresLayerStore(pg_url)
+    await store.open()
+    try:
+        assert await adopt_sqlite_layers(path, store) == (2, 0)
+        for lid, s in (("A", "s"), ("B", "t")):
+            metas, points, chunks = before[lid]
+            assert await store.list_layers(s) == metas
+            assert await store.load_points(lid) == points
+            assert await asyncio.to_thread(list, store.read_chunks(lid)) == chunks
+        assert not path.exists() and (tmp_path / "layers.sqlite3.migrated").exists()
+        assert await adopt_sqlite_layers(path, store) == (0, 0)  # renamed: nothing to do
+        (tmp_path / "layers.sqlite3.migrated").rename(path)  # another node's copy of the same file
+        assert await adopt_sqlite_layers(path, store) == (0, 2)
+        assert [m.id for m in await store.list_layers("s")] == ["A"]
+    finally:
+        await store.close()
+
+
+async def test_a_delete_whose_connection_dropped_is_retried_and_answers_deleted(pg_url: str) -> None:
+    """The pool's connections are cut by the server (a failover, say): the delete is retried on
+    a fresh one and answers True; a retry finding the layer gone answers True too (the first
+    attempt may have committed and lost its reply)."""
+    store = PostgresLayerStore(pg_url, pool_size=1)
+    await store.open()
+    try:
+        await import_whole(store, "L", BODY)
+        admin = await asyncpg.connect(pg_url)
+        try:
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                " WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        finally:
+            await admin.close()
+        assert await store.delete_layer("s", "L")
+        assert await nothing_of(store, "L")
+        assert not await store.delete_layer("s", "L")  # no retry: gone before, not deleted now
     finally:
         await store.close()

@@ -627,3 +627,85 @@ def test_geojson_of_a_selection_is_the_features_as_dicts() -> None:
             outline_sizes[w], np.concatenate([outlines[o_at[i] : o_at[i] + outline_sizes[i]] for i in w] or empty),
             nucleus_sizes[w], np.concatenate([nuclei[n_at[i] : n_at[i] + nucleus_sizes[i]] for i in w] or empty))
         assert _collection_json(index, sel, picked) == orjson.dumps({"type": "FeatureCollection", "features": features})
+
+
+async def test_imports_past_the_limit_are_refused_with_429(server_settings: Settings,
+                                                            cells: list[dict[str, Any]]) -> None:
+    """COLLAB_LAYER_IMPORTS=1: while one import streams in, another is refused at once (429, a
+    JSON error naming the setting); once the first is done, imports are taken again."""
+    import asyncio
+
+    from collab import metrics
+    from tests.conftest import serving
+    from tests.waiting import wait_for
+
+    body = export_bytes(cells)
+    more = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield body[:1000]
+        await more.wait()
+        yield body[1000:]
+
+    def imported_bytes() -> float:
+        return metrics.REGISTRY.get_sample_value("collab_layer_import_bytes_total") or 0.0
+
+    async with serving(server_settings.replace(layer_imports=1)) as live:
+        await live.register_slide("slide-1")
+        bytes_before = imported_bytes()
+        async with live.http("reviewer") as http:
+            first = asyncio.create_task(http.post("/api/slides/slide-1/layers", params={"name": "first"},
+                                                  content=slow_body()))
+            # Once the first import is in (its first bytes were read), a second is refused.
+            await wait_for(lambda: imported_bytes() > bytes_before, what="the first import reading its body")
+            second = await import_layer(http, "slide-1", body, name="second")
+            assert second.status_code == 429, second.text
+            assert "COLLAB_LAYER_IMPORTS" in second.json()["error"]
+            more.set()
+            assert (await first).status_code == 201
+            third = await import_layer(http, "slide-1", body, name="third")
+            assert third.status_code == 201, third.text
+
+
+async def test_layers_kept_in_sqlite_before_are_served_from_postgresql(tmp_path: Path,
+                                                                       cells: list[dict[str, Any]]) -> None:
+    """Upgrading a PostgreSQL deployment whose nodes kept layers in <data>/layers.sqlite3: the
+    node starts with its layers copied into PostgreSQL; a room loading keeps their counts."""
+    from tests.conftest import serving
+
+    data = tmp_path / "data"
+    async with serving(make_settings(data)) as live:  # before: layers in the file (SQLite live store)
+        await live.register_slide("slide-1")
+        async with live.http("reviewer") as http:
+            r = await import_layer(http, "slide-1", export_bytes(cells))
+            assert r.status_code == 201, r.text
+            layer_id = r.json()["id"]
+            before = (await http.get("/api/slides/slide-1/layers")).json()
+    async with fresh_database("collab_layers") as url, serving(make_settings(data, database_url=url)) as live:
+        await live.register_slide("slide-1")
+        async with live.http("reviewer") as http:
+            assert (await http.get("/api/slides/slide-1/layers")).json() == before
+            box = await http.get(f"/api/slides/slide-1/layers/{layer_id}/objects",
+                                 params={"bbox": "0,0,100000,100000", "limit": "0"})
+            assert box.status_code == 200, box.text
+        assert not (data / "layers.sqlite3").exists() and (data / "layers.sqlite3.migrated").exists()
+
+
+async def test_a_node_whose_sqlite_layers_cannot_be_copied_does_not_start(tmp_path: Path) -> None:
+    """A damaged layers.sqlite3 beside a PostgreSQL live store: `collab serve` refuses to start
+    and says what to do, rather than serving without those layers (rooms would drop their counts)."""
+    import asyncio
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "layers.sqlite3").write_bytes(b"not a database" * 100)
+    async with fresh_database("collab_layers") as url:
+        node = ServerProcess(data, env={"COLLAB_DATABASE_URL": url})
+        try:
+            with pytest.raises(RuntimeError, match="server exited") as refused:
+                await asyncio.to_thread(node.start)
+        finally:
+            node.stop()
+    assert "could not be copied into PostgreSQL" in str(refused.value)
+    assert "move the file aside" in str(refused.value)
+    assert (data / "layers.sqlite3").exists()  # left as it was

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from collab import metrics
 from collab.annotations.geometry import check_geometry
 from collab.annotations.guard import AnnotationGuard
-from collab.errors import BadRequest, Forbidden, NotFound, PayloadTooLarge
+from collab.errors import BadRequest, Forbidden, LimitExceeded, NotFound, PayloadTooLarge
 from collab.http import JSONResponse, RequestAuth, read_json
 from collab.layers import binary
 from collab.layers.codec import Shapes, decode_shapes
@@ -68,6 +68,8 @@ class LayersApi:
         self._rooms = rooms
         self._store = store
         self._settings = settings
+        self._importing = 0  # imports in progress on this node (at most settings.layer_imports)
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def _slide(self, request: Request) -> tuple[Any, dict[str, Any]]:
         principal = self._api.principal(request)
@@ -96,6 +98,24 @@ class LayersApi:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"body over {limit} bytes (Content-Length {declared})")
+        if self._importing >= self._settings.layer_imports:
+            # Refused at once rather than queued: a queued body would sit unread past its timeout.
+            raise LimitExceeded(f"{self._importing} layer imports are in progress on this server"
+                                " (COLLAB_LAYER_IMPORTS): try again when one is done")
+        self._importing += 1
+        try:
+            meta, bytes_in, started = await self._import(request, principal, slide, name, encoding, limit)
+        finally:
+            self._importing -= 1
+        ctx = {"slide_id": meta.slide_id, "layer": meta.id, "user": principal.user_id}
+        seconds = time.perf_counter() - started
+        log.info("layer imported: %d objects, %d skipped, %.1f MB in %.1f s", meta.count, meta.skipped["count"],
+                 bytes_in / 1e6, seconds, extra={**ctx, "objects": meta.count})
+        return JSONResponse({"id": meta.id, "name": meta.name, "count": meta.count,
+                             "classes": meta.class_counts, "skipped": meta.skipped}, status_code=201)
+
+    async def _import(self, request: Request, principal: Any, slide: dict[str, Any], name: str, encoding: str,
+                      limit: int) -> tuple[LayerMeta, int, float]:
         slide_id = slide["id"]
         layer_id = uuid.uuid4().hex
         ctx = {"slide_id": slide_id, "layer": layer_id, "user": principal.user_id}
@@ -113,18 +133,28 @@ class LayersApi:
                 skipped={"count": sum(parser.skipped.values()), "reasons": dict(parser.skipped)},
                 author=principal.user_id,
             )
-            await store.finish_import(meta)
         except BaseException:
             # Nothing of a failed or cut import stays behind (cancellation included).
             await asyncio.shield(store.abort_import(layer_id))
             raise
-        await self._layers.added(meta)
-        seconds = time.perf_counter() - started
-        log.info("layer imported: %d objects, %d skipped, %.1f MB in %.1f s", meta.count, meta.skipped["count"],
-                 parser.bytes_in / 1e6, seconds, extra={**ctx, "objects": meta.count})
-        self._audit(slide_id, principal, "layer_imported", layer_id, {"name": name, "count": meta.count})
-        return JSONResponse({"id": meta.id, "name": meta.name, "count": meta.count,
-                             "classes": meta.class_counts, "skipped": meta.skipped}, status_code=201)
+        # Publishing runs to its end even if the request is cancelled meanwhile: a layer committed
+        # is always announced and counted (a task of its own, which the request only waits for).
+        publish = asyncio.get_running_loop().create_task(self._publish(meta, principal), name="layer-publish")
+        self._publishing.add(publish)
+        publish.add_done_callback(self._publishing.discard)
+        await asyncio.shield(publish)
+        return meta, parser.bytes_in, started
+
+    async def _publish(self, meta: LayerMeta, principal: Any) -> None:
+        store = self._layers.store
+        try:
+            await store.finish_import(meta)
+        except BaseException:
+            await store.abort_import(meta.id)
+            raise
+        # Committed: audited, announced and counted, whether or not the client still waits.
+        self._audit(meta.slide_id, principal, "layer_imported", meta.id, {"name": meta.name, "count": meta.count})
+        await self._layers.added(meta)  # never raises
 
     async def _stream_into(self, request: Request, parser: LayerParser, layer_id: str, limit: int,
                            ctx: dict[str, Any]) -> None:
@@ -191,7 +221,7 @@ class LayersApi:
         layer_id = request.path_params["layer_id"]
         if not await self._layers.store.delete_layer(slide["id"], layer_id):
             raise NotFound(f"no layer {layer_id} on slide {slide['id']}")
-        self._layers.removed(slide["id"], layer_id)
+        await self._layers.removed(slide["id"], layer_id)
         self._audit(slide["id"], principal, "layer_deleted", layer_id, None)
         log.info("layer deleted", extra={"slide_id": slide["id"], "layer": layer_id, "user": principal.user_id})
         return JSONResponse({"deleted": layer_id})

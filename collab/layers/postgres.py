@@ -78,7 +78,9 @@ ALTER TABLE import_pieces ALTER COLUMN points SET STORAGE EXTERNAL, ALTER COLUMN
 _PIECE_COLUMNS = ["piece", "tx", "ty", "count", "x0", "y0", "x1", "y1", "points", "shapes"]
 _CHUNK_COLUMNS = ["layer_id", "chunk", "tx", "ty", "count", "x0", "y0", "x1", "y1", "points", "shapes"]
 
-_CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+# InternalClientError: what the next operation on a pooled connection the server just cut may
+# raise ("another operation is in progress": asyncpg is still handling the termination).
+_CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError)
 _ERRORS = (*_CONNECTION_ERRORS, asyncpg.PostgresError, TimeoutError)
 
 
@@ -144,6 +146,8 @@ class PostgresLayerStore:
             raise StoreError("the layer store is not open")
         if layer_id in self._imports:
             raise StoreError(f"layer {layer_id} is already being imported")
+        if await self._run(lambda c: c.fetchval("SELECT 1 FROM layers WHERE id = $1", layer_id)) is not None:
+            raise StoreError(f"layer {layer_id} exists already")
         try:
             conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
         except _ERRORS as exc:
@@ -242,6 +246,29 @@ class PostgresLayerStore:
         except Exception:
             imp.conn.terminate()
 
+    async def adopt_layer(self, meta: LayerMeta, chunk_rows: Iterator[list[tuple[Any, ...]]]) -> bool:
+        """Publish a layer whose chunks are packed already (rows of layer_chunks, a list at a time,
+        from a blocking iterator stepped in a worker thread), in one transaction; False, and
+        nothing written, when a layer of that id exists (adopt.py: copies from a SQLite file)."""
+        if self._pool is None:
+            raise StoreError("the layer store is not open")
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                inserted = await conn.fetchval(
+                    "INSERT INTO layers (id, slide_id, meta) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING"
+                    " RETURNING 1", meta.id, meta.slide_id, meta_json(meta))
+                if inserted is None:
+                    return False
+                while rows := await asyncio.to_thread(next, chunk_rows, None):
+                    await conn.copy_records_to_table("layer_chunks", records=rows, columns=_CHUNK_COLUMNS)
+                return True
+        except _ERRORS as exc:
+            raise StoreError(f"copying a layer into PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            close = getattr(chunk_rows, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)
+
     # -- reads and deletes -----------------------------------------------------------------
 
     async def list_layers(self, slide_id: str) -> list[LayerMeta]:
@@ -256,9 +283,18 @@ class PostgresLayerStore:
 
     async def delete_layer(self, slide_id: str, layer_id: str) -> bool:
         # Its chunks go with it (ON DELETE CASCADE), in the same statement's transaction.
-        deleted = await self._run(lambda c: c.fetchval(
-            "DELETE FROM layers WHERE id = $1 AND slide_id = $2 RETURNING 1", layer_id, slide_id))
-        return deleted is not None
+        attempts = 0
+
+        async def delete(conn: asyncpg.Connection) -> bool:
+            nonlocal attempts
+            attempts += 1
+            deleted = await conn.fetchval(
+                "DELETE FROM layers WHERE id = $1 AND slide_id = $2 RETURNING 1", layer_id, slide_id)
+            # A retry (_run: the connection dropped) that finds nothing: the first attempt may have
+            # committed and lost its reply. Gone is what was asked: deleted (announced, 200).
+            return deleted is not None or attempts > 1
+
+        return await self._run(delete)
 
     async def load_points(self, layer_id: str) -> list[PointsRow]:
         rows = await self._run(lambda c: c.fetch(

@@ -8,14 +8,16 @@ Several nodes (a shared PostgreSQL layer store): a node that adds or removes a l
 "the layers of slide S changed" (`announce`, a message on the Redis bus); the other nodes hear it
 (`changed_elsewhere`) and read that slide's list again: they load the new layers, drop the
 deleted ones' indexes, and their rooms of that slide recount. The message carries no data, so a
-lost one costs only time: `refresh_all` reads every followed slide again (Redis back, or its
-poll while Redis is away).
+lost one costs only time: `refresh_all` reads every followed slide again (Redis back, its poll
+every 5 s while Redis is away, every 60 s while it is up). Indexes are loaded for the slides
+with a room loaded here (`follow`); for another slide a change only drops the cached list.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +34,9 @@ INLINE_COUNT_MAX_OBJECTS = 200_000
 
 # Several nodes, Redis away: how often a node reads the layers of the slides it follows again.
 POLL_SECONDS = 5.0
+# Several nodes, Redis up: the same, as seldom (a message may be lost: the publisher drops them
+# under backlog). A list of layers per followed slide: cheap.
+POLL_CONNECTED_SECONDS = 60.0
 
 Listener = Callable[[], None]
 
@@ -45,16 +50,34 @@ class LayerRegistry:
         self._by_slide: dict[str, list[str]] = {}  # slide -> layer ids, once loaded
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._listeners: defaultdict[str, set[Listener]] = defaultdict(set)
+        self._holders: dict[str, int] = {}  # slide -> rooms loaded here (SlideCells not yet released)
+
+    async def follow(self, slide_id: str) -> SlideCells:
+        """A loaded room's counts of the slide: its layers' indexes in memory, kept up to date
+        while the answer's subscription lasts (pinned from now, before the load: a layer added
+        meanwhile is loaded too)."""
+        cells = SlideCells(self, slide_id)
+        try:
+            await self.load_slide(slide_id)
+        except BaseException:
+            self._release(slide_id)
+            raise
+        return cells
 
     async def load_slide(self, slide_id: str) -> list[LayerIndex]:
         """The indexes of every layer of a slide, loaded if need be."""
-        async with self._locks["slide:" + slide_id]:
+        async with self._slide_lock(slide_id):
             if slide_id not in self._by_slide:
                 metas = await self.store.list_layers(slide_id)
                 for meta in metas:
                     await self._load(meta)
                 self._by_slide[slide_id] = [m.id for m in metas]
         return self.loaded(slide_id)
+
+    def _slide_lock(self, slide_id: str) -> asyncio.Lock:
+        # Whoever changes a slide's list (load, refresh, added, removed) holds it: a refresh that
+        # read the store's list before an import here finished never writes over the import.
+        return self._locks["slide:" + slide_id]
 
     async def index(self, slide_id: str, layer_id: str) -> LayerIndex:
         index = self._indexes.get(layer_id)
@@ -79,24 +102,38 @@ class LayerRegistry:
     def loaded(self, slide_id: str) -> list[LayerIndex]:
         return [self._indexes[i] for i in self._by_slide.get(slide_id, ()) if i in self._indexes]
 
+    def _live(self, slide_id: str) -> bool:
+        """A room of the slide is loaded here: its layers' indexes are kept in memory."""
+        return self._holders.get(slide_id, 0) > 0
+
     async def added(self, meta: LayerMeta) -> None:
-        await self._load(meta)
-        if meta.slide_id in self._by_slide:
-            if meta.id not in self._by_slide[meta.slide_id]:  # a refresh may have listed it already
-                self._by_slide[meta.slide_id].append(meta.id)
-        else:
-            await self.load_slide(meta.slide_id)
-        self._notify(meta.slide_id)
+        """A layer published here (committed): the other nodes are told first, then the slide's
+        rooms here count it. Never raises: the layer is in the store whatever happens here (an
+        index that fails to load is loaded on first use, or by the next refresh)."""
         if self._announce is not None:
             self._announce(meta.slide_id)
+        try:
+            async with self._slide_lock(meta.slide_id):
+                if meta.slide_id in self._by_slide:
+                    if self._live(meta.slide_id):
+                        await self._load(meta)
+                        if meta.id not in self._by_slide[meta.slide_id]:  # a refresh may have listed it
+                            self._by_slide[meta.slide_id].append(meta.id)
+                    else:
+                        del self._by_slide[meta.slide_id]  # no room here: read again when one loads
+        except Exception:
+            log.warning("loading a new layer's index failed; it loads on first use", exc_info=True,
+                        extra={"layer": meta.id, "slide_id": meta.slide_id})
+        self._notify(meta.slide_id)
 
-    def removed(self, slide_id: str, layer_id: str) -> None:
-        self._indexes.pop(layer_id, None)
-        if slide_id in self._by_slide:
-            self._by_slide[slide_id] = [i for i in self._by_slide[slide_id] if i != layer_id]
-        self._notify(slide_id)
+    async def removed(self, slide_id: str, layer_id: str) -> None:
         if self._announce is not None:
             self._announce(slide_id)
+        async with self._slide_lock(slide_id):
+            self._indexes.pop(layer_id, None)
+            if slide_id in self._by_slide:
+                self._by_slide[slide_id] = [i for i in self._by_slide[slide_id] if i != layer_id]
+        self._notify(slide_id)
 
     # --- changes made by other nodes --------------------------------------------------------
 
@@ -110,12 +147,16 @@ class LayerRegistry:
         """Slides this node holds anything of: a list of layers, or a layer's index."""
         return set(self._by_slide) | {index.meta.slide_id for index in self._indexes.values()}
 
-    async def poll(self, messages_flow: Callable[[], bool], every: float = POLL_SECONDS) -> None:
+    async def poll(self, messages_flow: Callable[[], bool], every: float = POLL_SECONDS,
+                   anyway_every: float = POLL_CONNECTED_SECONDS) -> None:
         """Several nodes: while messages do not flow (Redis away), read every followed slide's
-        layers again every `every` seconds."""
+        layers again every `every` seconds; while they flow, every `anyway_every` seconds (the
+        publisher drops messages under backlog: a lost one is recovered within that time)."""
+        last = time.monotonic()
         while True:
             await asyncio.sleep(every)
-            if not messages_flow():
+            if not messages_flow() or time.monotonic() - last >= anyway_every:
+                last = time.monotonic()
                 await self.refresh_all()
 
     async def refresh_all(self) -> None:
@@ -125,9 +166,10 @@ class LayerRegistry:
 
     async def refresh_slide(self, slide_id: str) -> None:
         """Bring what this node holds of the slide to what the store lists: new layers loaded
-        (if the slide's list was loaded), deleted ones' indexes dropped; rooms told if it changed."""
+        (if a room of the slide is loaded here), deleted ones' indexes dropped; rooms told if it
+        changed."""
         try:
-            async with self._locks["slide:" + slide_id]:
+            async with self._slide_lock(slide_id):
                 metas = await self.store.list_layers(slide_id)
                 ids = [m.id for m in metas]
                 gone = [i for i, index in self._indexes.items() if index.meta.slide_id == slide_id and i not in ids]
@@ -135,10 +177,13 @@ class LayerRegistry:
                     self._indexes.pop(layer_id, None)
                 changed = bool(gone)
                 if slide_id in self._by_slide:
-                    for meta in metas:
-                        await self._load(meta)
                     changed = changed or ids != self._by_slide[slide_id]
-                    self._by_slide[slide_id] = ids
+                    if not self._live(slide_id):
+                        del self._by_slide[slide_id]  # no room here: read again when one loads
+                    else:
+                        for meta in metas:
+                            await self._load(meta)
+                        self._by_slide[slide_id] = ids
         except Exception:  # the store is away: the next message, or the next refresh, retries
             log.warning("reading the layers of a slide again failed", exc_info=True, extra={"slide_id": slide_id})
             return
@@ -150,6 +195,16 @@ class LayerRegistry:
         self._listeners[slide_id].add(listener)
         return lambda: self._listeners[slide_id].discard(listener)
 
+    def _hold(self, slide_id: str) -> None:
+        self._holders[slide_id] = self._holders.get(slide_id, 0) + 1
+
+    def _release(self, slide_id: str) -> None:
+        left = self._holders.get(slide_id, 0) - 1
+        if left > 0:
+            self._holders[slide_id] = left
+        else:
+            self._holders.pop(slide_id, None)
+
     def _notify(self, slide_id: str) -> None:
         for listener in list(self._listeners.get(slide_id, ())):
             try:
@@ -157,16 +212,16 @@ class LayerRegistry:
             except Exception:  # one room's failure never stops the others hearing of it
                 log.exception("a layer listener failed", extra={"slide_id": slide_id})
 
-    def cells_of(self, slide_id: str) -> SlideCells:
-        return SlideCells(self, slide_id)
-
 
 class SlideCells:
-    """What the annotation guard of one slide asks: counts of objects inside an outline."""
+    """What the annotation guard of one slide asks: counts of objects inside an outline. Holds
+    the slide's layers in memory from its creation until its subscription is released (or, if
+    it never subscribes, for good: a room that failed to load)."""
 
     def __init__(self, registry: LayerRegistry, slide_id: str) -> None:
         self._registry = registry
         self.slide_id = slide_id
+        registry._hold(slide_id)
 
     def counts(self, shape: Any) -> dict[str, dict[str, Any]]:
         """{layer_id: {"total", "classes"}} for a polygonal shape; {} when the slide has no layers."""
@@ -181,4 +236,14 @@ class SlideCells:
         return bool(self._registry.loaded(self.slide_id))
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        return self._registry.subscribe(self.slide_id, listener)
+        unsubscribe = self._registry.subscribe(self.slide_id, listener)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            unsubscribe()
+            if not released:
+                released = True
+                self._registry._release(self.slide_id)
+
+        return release

@@ -81,9 +81,12 @@ class SqliteLayerStore:
             self._db = None
 
     async def begin_import(self, layer_id: str, slide_id: str) -> None:
-        await self.db.execute(
-            "INSERT INTO layers (id, slide_id, state) VALUES (?, ?, 'importing')", (layer_id, slide_id)
-        )
+        try:
+            await self.db.execute(
+                "INSERT INTO layers (id, slide_id, state) VALUES (?, ?, 'importing')", (layer_id, slide_id)
+            )
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"layer {layer_id} exists already, or is being imported") from exc
         await self.db.commit()
         self._next_chunk[layer_id] = 0
 

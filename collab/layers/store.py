@@ -70,7 +70,11 @@ class LayerStore(Protocol):
     async def close(self) -> None: ...
 
     async def begin_import(self, layer_id: str, slide_id: str) -> None:
-        """Reserve `layer_id`: its chunks may be added, it is listed only once finished."""
+        """Reserve `layer_id`: its chunks may be added, it is listed only once finished. A
+        `layer_id` published already, or being imported (through this store), is refused here
+        (StoreError) and nothing changes; two nodes importing one id at once (PostgreSQL) are
+        told at finish_import, where the second fails and leaves nothing. Ids are fresh UUIDs:
+        in practice only a caller's mistake meets either."""
 
     async def add_chunks(self, layer_id: str, chunks: Iterable[Chunk]) -> None: ...
 
