@@ -30,7 +30,7 @@ from collab.layers import binary
 from collab.layers.api import SelectedRings, _collection_json
 from collab.layers.codec import Points, decode_points, decode_shapes, encode_points
 from collab.layers.index import LayerIndex, Selection
-from collab.layers.qupath import UNCLASSIFIED, Chunk, LayerParser
+from collab.layers.qupath import UNCLASSIFIED, Chunk, LayerParser, ParseError
 from collab.layers.splitter import ArraySplitter
 from collab.layers.store import LayerMeta, PointsRow
 from collab.live.keys import RoomKey
@@ -709,3 +709,23 @@ async def test_a_node_whose_sqlite_layers_cannot_be_copied_does_not_start(tmp_pa
     assert "could not be copied into PostgreSQL" in str(refused.value)
     assert "move the file aside" in str(refused.value)
     assert (data / "layers.sqlite3").exists()  # left as it was
+
+
+def test_a_number_past_float64_is_a_parse_error_not_a_crash() -> None:
+    """msgspec refuses 1e400; the general path's orjson must then say "not valid JSON" (a 400),
+    not raise its own error (a 500)."""
+    features = cell_features(20)
+    body = orjson.dumps({"type": "FeatureCollection", "features": features})
+    body = body.replace(orjson.dumps(features[3]["geometry"]["coordinates"][0][0][0]), b"1e400", 1)
+    with pytest.raises(ParseError, match="not valid JSON"):
+        _parse(body)
+
+
+def test_classifications_with_a_per_object_field_do_not_grow_a_cache() -> None:
+    features = cell_features(6000)
+    for i, f in enumerate(features):
+        f["properties"]["classification"] = {"name": "Tumor", "color": [200, 0, 0], "probability": i / 6000}
+    parser, chunks = _parse(orjson.dumps({"type": "FeatureCollection", "features": features}), piece=1 << 16)
+    assert sum(len(decode_points(c.points)) for c in chunks) == 6000
+    assert len(parser._raw_classes) <= 4096
+    assert parser.class_names == ["Tumor"]

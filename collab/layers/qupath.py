@@ -50,6 +50,11 @@ OUTSIDE = "centroid outside the slide"
 FAR = "outline reaching far outside the slide"
 
 
+
+# Distinct classifications remembered by their raw JSON (an export has a few; one whose
+# classification carries a per-object field, a probability say, would have one per object).
+_RAW_CLASSES_KEPT = 4096
+
 class ParseError(ValueError):
     """The body is not a JSON FeatureCollection (or array of features): the import is refused."""
 
@@ -184,7 +189,7 @@ class LayerParser:
             return None
         try:
             return decode_features(span)
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, orjson.JSONDecodeError) as exc:  # orjson: a number past float64
             raise ParseError(f"not valid JSON: {exc}") from exc
 
     def _finish_split(self) -> None:
@@ -227,7 +232,9 @@ class LayerParser:
         index = self._raw_classes.get(raw)
         if index is None:
             # Exact: asking _class_of again with the same JSON would change nothing.
-            index = self._raw_classes[raw] = self._class_of(orjson.loads(raw) if raw else None)
+            index = self._class_of(orjson.loads(raw) if raw else None)
+            if len(self._raw_classes) < _RAW_CLASSES_KEPT:  # per-object fields would make it grow with the file
+                self._raw_classes[raw] = index
         return index
 
     def _take(self, features: list[Any]) -> None:
