@@ -84,7 +84,8 @@ async def test_indexes_are_loaded_only_for_slides_with_a_room_loaded_here(node: 
     await import_whole(node.store, "A", BODY, slide="t")
     release = await node.room("t")
     assert node.ids("t") == ["A"]
-    release()  # the room of t unloads
+    release()  # the room of t unloads: its indexes are freed
+    assert "A" not in node.registry._indexes
     await import_whole(node.store, "B", BODY, slide="t")
     meta_b = await node.store.get_layer("t", "B")
     assert meta_b is not None
@@ -106,3 +107,14 @@ async def test_a_lost_message_is_recovered_by_the_poll_while_messages_flow(node:
         assert node.heard == ["s"]
     finally:
         poll.cancel()
+
+
+async def test_indexes_queried_without_a_room_are_few(node: Node) -> None:
+    """Queries of slides no room holds here keep only the most recent few indexes."""
+    from collab.layers.registry import UNHELD_INDEXES_KEPT
+
+    for n in range(UNHELD_INDEXES_KEPT + 3):
+        await import_whole(node.store, f"L{n}", BODY, slide=f"q{n}")
+        await node.registry.index(f"q{n}", f"L{n}")
+    kept = set(node.registry._indexes)
+    assert kept == {f"L{n}" for n in range(3, UNHELD_INDEXES_KEPT + 3)}

@@ -38,6 +38,10 @@ POLL_SECONDS = 5.0
 # under backlog). A list of layers per followed slide: cheap.
 POLL_CONNECTED_SECONDS = 60.0
 
+# Indexes of layers queried over HTTP on slides no room holds on this node, kept for the next
+# query (a viewer panning over a layer asks many times); past this many the oldest go.
+UNHELD_INDEXES_KEPT = 4
+
 Listener = Callable[[], None]
 
 
@@ -86,7 +90,12 @@ class LayerRegistry:
         meta = await self.store.get_layer(slide_id, layer_id)
         if meta is None:
             raise NotFound(f"no layer {layer_id} on slide {slide_id}")
-        return await self._load(meta)
+        index = await self._load(meta)
+        if not self._live(slide_id):
+            self._indexes.pop(layer_id, None)
+            self._indexes[layer_id] = index  # the most recent last
+            self._evict_unheld()
+        return index
 
     async def _load(self, meta: LayerMeta) -> LayerIndex:
         async with self._locks[meta.id]:
@@ -202,8 +211,19 @@ class LayerRegistry:
         left = self._holders.get(slide_id, 0) - 1
         if left > 0:
             self._holders[slide_id] = left
-        else:
-            self._holders.pop(slide_id, None)
+            return
+        self._holders.pop(slide_id, None)
+        # The slide's last room here unloaded: its indexes go too (a node that opened hundreds of
+        # slides with large layers would otherwise keep them all); a query loads them again.
+        self._by_slide.pop(slide_id, None)
+        for layer_id in [i for i, index in self._indexes.items() if index.meta.slide_id == slide_id]:
+            del self._indexes[layer_id]
+
+    def _evict_unheld(self) -> None:
+        """Indexes loaded for queries of slides no room holds here: the most recent few kept."""
+        unheld = [i for i, index in self._indexes.items() if not self._live(index.meta.slide_id)]
+        for layer_id in unheld[:-UNHELD_INDEXES_KEPT]:
+            del self._indexes[layer_id]
 
     def _notify(self, slide_id: str) -> None:
         for listener in list(self._listeners.get(slide_id, ())):
