@@ -219,6 +219,10 @@ class LayersApi:
         if not principal.is_admin:
             raise Forbidden("only an admin may delete a layer")
         layer_id = request.path_params["layer_id"]
+        # Asked first: a delete retried on a dropped connection answers "gone" as deleted, which
+        # is right only for a layer that was there (never a 200 for an id that never existed).
+        if await self._layers.store.get_layer(slide["id"], layer_id) is None:
+            raise NotFound(f"no layer {layer_id} on slide {slide['id']}")
         if not await self._layers.store.delete_layer(slide["id"], layer_id):
             raise NotFound(f"no layer {layer_id} on slide {slide['id']}")
         await self._layers.removed(slide["id"], layer_id)
