@@ -16,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
@@ -337,11 +338,16 @@ def create_app(settings: Settings) -> Starlette:
         assert isinstance(exc, CollabError)
         return error_response(exc)
 
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own refusals (an unknown route, a wrong method) in the API's error form.
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
     app = Starlette(
         routes=collab.routes(),
         middleware=[Middleware(OriginCheck, allowed=settings.allowed_origins, public_url=settings.base_url)],
         lifespan=lifespan,
-        exception_handlers={CollabError: on_collab_error},
+        exception_handlers={CollabError: on_collab_error, HTTPException: on_http_error},
     )
     app.state.collab = collab
     return app

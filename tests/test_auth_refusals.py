@@ -120,3 +120,12 @@ async def test_tokens_never_reach_the_logs(server_process) -> None:
     log = server_process.log_path.read_text()
     assert "/ws/slides/s1" in log  # the request lines are there...
     assert token not in log and token[:40] not in log  # ...without the credential
+
+
+async def test_unknown_routes_and_methods_answer_json_errors(live: LiveServer, slide: str) -> None:
+    async with live.http("viewer") as http:
+        r = await http.get("/api/nope")
+        assert (r.status_code, r.json()) == (404, {"error": "Not Found"})
+        r = await http.delete("/api/slides")
+        assert r.status_code == 405 and r.json() == {"error": "Method Not Allowed"}
+        assert "allow" in r.headers
