@@ -77,52 +77,62 @@ def _clip_segments(a: np.ndarray, b: np.ndarray, box: Box) -> tuple[np.ndarray, 
     return a[keep] + d[keep] * t0[keep, None], a[keep] + d[keep] * t1[keep, None]
 
 
-def _cells_near_boundary(shape: Any, size: float, region: Box) -> np.ndarray | None:
-    """Keys (x * _CELL_KEY + y) of the grid cells of `size` px in `region` that some segment of
-    `shape`'s rings may touch: a superset (each segment, clipped to the region widened by a
-    cell, is cut into pieces no longer than a cell, and each piece's bounding box, widened by
-    _NEAR px, marks the up to 3 x 3 cells it covers), so a cell of the region left out is
-    certainly met by no segment. None when that takes more than _MAX_PIECES pieces: memory and
-    time stay bounded however long the outline (up to the vertex limit)."""
-    x0, y0, x1, y1 = region
-    a, b = _clip_segments(*_segments(shape), (x0 - size, y0 - size, x1 + size, y1 + size))
+def _segment_cells(a: np.ndarray, b: np.ndarray, size: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Keys (x * _CELL_KEY + y) of the grid cells of `size` px that the segments a -> b, widened
+    by `margin` px, may touch, and the segment of each: a superset (each segment is cut into
+    pieces no longer than a cell, and each piece's bounding box marks the up to 3 x 3 cells it
+    covers). Cost: the number of pieces."""
     pieces = np.maximum(1, np.ceil(np.hypot(*(b - a).T) / size)).astype(np.int64)
-    if pieces.sum() > _MAX_PIECES:
-        return None
     seg = np.repeat(np.arange(len(a)), pieces)
     j = np.arange(len(seg)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
     step = (b - a)[seg] / pieces[seg, None]
     p0 = a[seg] + step * j[:, None]
     p1 = a[seg] + step * (j + 1)[:, None]
-    lo = np.floor((np.minimum(p0, p1) - _NEAR) / size).astype(np.int64)
-    hi = np.floor((np.maximum(p0, p1) + _NEAR) / size).astype(np.int64)
-    keys = [np.zeros(0, np.int64)]
+    lo = np.floor((np.minimum(p0, p1) - margin) / size).astype(np.int64)
+    hi = np.floor((np.maximum(p0, p1) + margin) / size).astype(np.int64)
+    keys, segs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for dx in range(3):
         for dy in range(3):
             ok = (lo[:, 0] + dx <= hi[:, 0]) & (lo[:, 1] + dy <= hi[:, 1])
             keys.append((lo[ok, 0] + dx) * _CELL_KEY + lo[ok, 1] + dy)
+            segs.append(seg[ok])
     # A cell at y = -1 (an outline along the slide's top) shares its key with a cell 2**24 - 1
     # down the column before: no centroid is ever there, so nothing is miscounted.
-    return np.unique(np.concatenate(keys))
+    return np.concatenate(keys), np.concatenate(segs)
+
+
+def _pieces(a: np.ndarray, b: np.ndarray, size: float) -> int:
+    return int(np.maximum(1, np.ceil(np.hypot(*(b - a).T) / size)).sum())
+
+
+def _cells_near_boundary(shape: Any, size: float, region: Box) -> np.ndarray | None:
+    """Keys of the grid cells of `size` px in `region` that some segment of `shape`'s rings may
+    touch (_segment_cells, each segment clipped to the region widened by a cell, margin _NEAR),
+    so a cell of the region left out is certainly met by no segment. None past _MAX_PIECES
+    pieces: memory and time stay bounded however long the outline (up to the vertex limit)."""
+    x0, y0, x1, y1 = region
+    a, b = _clip_segments(*_segments(shape), (x0 - size, y0 - size, x1 + size, y1 + size))
+    if _pieces(a, b, size) > _MAX_PIECES:
+        return None
+    return np.unique(_segment_cells(a, b, size, _NEAR)[0])
 
 
 def _near_segments(a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, tolerance: float) -> np.ndarray:
     """Which points lie within `tolerance` (give or take rounding) of some segment a -> b. Only
-    the pairs of a point and a segment whose y-range (widened by `tolerance`) holds it are
-    measured, _PAIR_BLOCK at a time; past _PAIRS_MAX such pairs, Shapely measures the points."""
-    by_y = np.argsort(y)
-    lo = np.searchsorted(y[by_y], np.minimum(a[:, 1], b[:, 1]) - tolerance, "left")
-    n = np.searchsorted(y[by_y], np.maximum(a[:, 1], b[:, 1]) + tolerance, "right") - lo
+    the pairs of a point and a segment that comes near its cell of _CELL px are measured,
+    _PAIR_BLOCK at a time; past _MAX_PIECES pieces or _PAIRS_MAX pairs, Shapely measures."""
+    if _pieces(a, b, _CELL) > _MAX_PIECES:
+        return _near_segments_by_shapely(a, b, x, y, tolerance)
+    cell_keys, cell_segs = _segment_cells(a, b, _CELL, _NEAR + tolerance)
+    point_keys = np.floor(x / _CELL).astype(np.int64) * _CELL_KEY + np.floor(y / _CELL).astype(np.int64)
+    by_key = np.argsort(point_keys)
+    lo = np.searchsorted(point_keys[by_key], cell_keys, "left")
+    n = np.searchsorted(point_keys[by_key], cell_keys, "right") - lo
     total = int(n.sum())
     if total > _PAIRS_MAX:
-        lines = shapely.multilinestrings(shapely.linestrings(np.stack([a, b], axis=1)))
-        shapely.prepare(lines)
-        batches = range(0, len(x), _BATCH)
-        return np.concatenate(
-            [shapely.dwithin(lines, shapely.points(x[i : i + _BATCH], y[i : i + _BATCH]), tolerance) for i in batches]
-        )
-    seg = np.repeat(np.arange(len(a)), n)
-    point = by_y[np.arange(total) - np.repeat(np.cumsum(n) - n - lo, n)]
+        return _near_segments_by_shapely(a, b, x, y, tolerance)
+    seg = np.repeat(cell_segs, n)
+    point = by_key[np.arange(total) - np.repeat(np.cumsum(n) - n - lo, n)]
     near = np.zeros(len(x), bool)
     for i in range(0, total, _PAIR_BLOCK):
         s, p = seg[i : i + _PAIR_BLOCK], point[i : i + _PAIR_BLOCK]
@@ -131,6 +141,16 @@ def _near_segments(a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, t
         t = np.clip((px * d[:, 0] + py * d[:, 1]) / np.maximum((d**2).sum(axis=1), 1e-300), 0, 1)
         near[p[(px - t * d[:, 0]) ** 2 + (py - t * d[:, 1]) ** 2 <= tolerance**2]] = True
     return near
+
+
+def _near_segments_by_shapely(
+    a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, tolerance: float
+) -> np.ndarray:
+    lines = shapely.multilinestrings(shapely.linestrings(np.stack([a, b], axis=1)))
+    shapely.prepare(lines)
+    batches = range(0, len(x), _BATCH)
+    points = (shapely.points(x[i : i + _BATCH], y[i : i + _BATCH]) for i in batches)
+    return np.concatenate([shapely.dwithin(lines, p, tolerance) for p in points])
 
 
 def _contains_by_strip(shape: Any, x: np.ndarray, y: np.ndarray, near_outline: bool = True) -> np.ndarray:
