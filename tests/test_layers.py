@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import os
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import AsyncIterator
 from itertools import pairwise
@@ -562,19 +563,8 @@ def test_dense_counts_equal_brute_force() -> None:
     n = 200_000
     xy = rng.uniform(0, 20_000, (n, 2)).astype(np.float32)
     xy[:500] = np.round(xy[:500] / 128) * 128  # on cell corners
-    tiles = np.floor(xy / 1024).astype(np.int64)
-    order = np.lexsort((tiles[:, 1], tiles[:, 0]))
-    xy, tiles = xy[order], tiles[order]
     classes = rng.integers(0, 3, n).astype(np.uint16)
-    starts = [0, *(np.flatnonzero(np.any(np.diff(tiles, axis=0) != 0, axis=1)) + 1).tolist(), n]
-    rows = []
-    for number, (a, b) in enumerate(pairwise(starts)):
-        part = xy[a:b]
-        rows.append(PointsRow(number, b - a, (*part.min(axis=0).tolist(), *part.max(axis=0).tolist()),
-                              encode_points(Points(np.arange(a, b, dtype=np.uint32), classes[a:b], part))))
-    meta = LayerMeta(id="x", slide_id="s", name="n", created_ms=0, count=n, class_counts={},
-                     classes=[{"name": name, "color": None} for name in ("A", "B", "C")])
-    index = LayerIndex(meta, rows)
+    index, xy, classes = _tiled_index(xy, classes)
     edge_cells = [[float(x), 0.0] for x in range(0, 20_001, 128)] + [[20_000.0, 3000.0], [0.0, 3000.0]]
     shapes = [
         shapely.Polygon(_zigzag(10_000, 10_000, 6000, 5000)),
@@ -592,6 +582,77 @@ def test_dense_counts_equal_brute_force() -> None:
         want = np.bincount(classes[inside], minlength=3)
         assert got == {"total": int(inside.sum()),
                        "classes": {name: int(k) for name, k in zip("ABC", want, strict=True) if k}}
+
+
+def _tiled_index(xy: np.ndarray, classes: np.ndarray) -> tuple[LayerIndex, np.ndarray, np.ndarray]:
+    """A LayerIndex of float32 centroids in chunks of 1024 px tiles, classes A, B, C; with the
+    centroids and classes in the index's order."""
+    n = len(xy)
+    tiles = np.floor(xy / 1024).astype(np.int64)
+    order = np.lexsort((tiles[:, 1], tiles[:, 0]))
+    xy, tiles, classes = xy[order], tiles[order], classes[order]
+    starts = [0, *(np.flatnonzero(np.any(np.diff(tiles, axis=0) != 0, axis=1)) + 1).tolist(), n]
+    rows = []
+    for number, (a, b) in enumerate(pairwise(starts)):
+        part = xy[a:b]
+        rows.append(PointsRow(number, b - a, (*part.min(axis=0).tolist(), *part.max(axis=0).tolist()),
+                              encode_points(Points(np.arange(a, b, dtype=np.uint32), classes[a:b], part))))
+    meta = LayerMeta(id="x", slide_id="s", name="n", created_ms=0, count=n, class_counts={},
+                     classes=[{"name": name, "color": None} for name in ("A", "B", "C")])
+    return LayerIndex(meta, rows), xy, classes
+
+
+def _shapely_total(shape: Any, xy: np.ndarray) -> int:
+    return int(shapely.contains_xy(shape, xy[:, 0].astype(np.float64), xy[:, 1].astype(np.float64)).sum())
+
+
+def test_centroids_on_slanted_edges_count_as_shapely_says() -> None:
+    """Clipping the outline to strips rounds the points where a slanted edge crosses a strip's
+    side; a centroid on the edge itself must still be outside (issue 15, M2)."""
+    w = np.linspace(0, 1, 20_000)
+    cases = [  # the reviewer's repro: float32 centroids on the edge (0, 0) -> (7000, 3000)
+        (shapely.Polygon([(0, 0), (7000, 3000), (7000, 5000), (0, 5000)]), np.column_stack([7000 * w, 3000 * w])),
+    ]
+    i = np.arange(20_000)[:, None]
+    for p, q in ((7, 3), (2, 9), (-11, 5)):  # centroids exactly on an edge (0, 0) -> (p, q) * 5000
+        shape = shapely.Polygon([(60_000, 0), (60_000 + p * 5000, q * 5000), (60_000, q * 5000)])
+        cases.append((shape, i * (p / 4, q / 4) + (60_000, 0)))
+    for shape, points in cases:
+        assert shape.is_valid
+        xy = points.astype(np.float32)
+        index, xy, _ = _tiled_index(xy, np.zeros(len(xy), np.uint16))
+        assert index.count_inside(shape)["total"] == _shapely_total(shape, xy)
+    on_edge = cases[1][1].astype(np.float32)
+    assert _shapely_total(cases[1][0], on_edge) == 0  # those centroids are exactly on the edge
+
+
+def _comb(vertices: int, width: float = 100_000, tooth: float = 90_000) -> Any:
+    """A valid outline of `vertices` vertices: thin teeth `tooth` px long over `width` px."""
+    teeth = (vertices - 1) // 4
+    xs = np.linspace(0, width, 2 * teeth + 1)
+    ring = [(xs[k + side], y) for k in range(0, 2 * teeth, 2) for side, y in ((0, 0), (0, tooth), (1, tooth), (1, 0))]
+    return shapely.Polygon([*ring, (width, 0), (width, -1000), (0, -1000)])
+
+
+def test_count_inside_a_long_outline_keeps_memory_bounded() -> None:
+    """Memory of a count does not grow with the outline's length: a comb of up to 20,001
+    vertices with 90,000 px teeth over a layer of 20,000 px (issue 15, H1; before the fix,
+    5,001 vertices took +270 MB, 20,001 +1 GB). The counts equal Shapely's."""
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 20_000, (20_000, 2)).astype(np.float32)
+    index, xy, _ = _tiled_index(xy, np.zeros(len(xy), np.uint16))
+    for vertices in (5001, 20_001):
+        shape = _comb(vertices)
+        assert shape.is_valid
+        assert len(shape.exterior.coords) == vertices + 3
+        tracemalloc.start()
+        try:
+            total = index.count_inside(shape)["total"]
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 40e6, f"{vertices} vertices: {peak / 1e6:.0f} MB"
+        assert total == _shapely_total(shape, xy)
 
 
 def test_geojson_of_a_selection_is_the_features_as_dicts() -> None:

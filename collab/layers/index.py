@@ -28,6 +28,17 @@ _CELL = 128.0
 _CELL_KEY = 1 << 24  # cell x * _CELL_KEY + cell y: slides are far narrower than 2**24 cells
 _STRIP = 1024.0  # px: centroids near the outline are tested by strips this wide (_contains_by_strip)
 _NEAR = 0.01  # px: rounding in cutting segments into pieces is far below this
+# Past this many pieces (48 bytes each, ~10 arrays), centroids near the outline are all tested
+# by strips instead of first sorting out the cells no segment comes near (_cells_near_boundary).
+_MAX_PIECES = 100_000
+# Relative to the largest coordinate: a point this close to a segment cut by a strip's side is
+# tested against the whole outline (clipping rounds by a few ulps, 1e-16 relative, far below).
+_ON_EDGE = 1e-9
+_PAIR_BLOCK = 131_072  # point-segment distances computed at a time (~6 arrays of 8 bytes)
+_PAIRS_MAX = 1_000_000  # past this many pairs (16 bytes each) in a strip, Shapely measures (~1.5 us a point)
+_BATCH = 65_536  # points made into Shapely geometries at a time (~100 bytes each)
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 
 
 def _classify_boxes(shape: Any, edge: Any, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,53 +52,140 @@ def _classify_boxes(shape: Any, edge: Any, boxes: np.ndarray) -> tuple[np.ndarra
     return ~crossed & center_in, ~crossed & ~center_in
 
 
-def _cells_near_boundary(shape: Any, size: float) -> np.ndarray:
-    """Keys (x * _CELL_KEY + y) of the grid cells of `size` px that some segment of `shape`'s
-    rings may touch: a superset (each segment is cut into pieces no longer than a cell, and each
-    piece's bounding box, widened by _NEAR px, marks the up to 3 x 3 cells it covers), so a cell
-    left out is certainly met by no segment. Vectorized: one pass over every segment."""
+def _segments(shape: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The segments (from a, to b) of `shape`'s rings."""
     rings = shapely.get_parts(shape.boundary)
     coords = shapely.get_coordinates(rings)
     ends = np.cumsum(shapely.get_num_coordinates(rings))
     between = ends[:-1] - 1  # no segment from one ring's last vertex to the next one's first
-    a, b = np.delete(coords[:-1], between, axis=0), np.delete(coords[1:], between, axis=0)
+    return np.delete(coords[:-1], between, axis=0), np.delete(coords[1:], between, axis=0)
+
+
+def _clip_segments(a: np.ndarray, b: np.ndarray, box: Box) -> tuple[np.ndarray, np.ndarray]:
+    """The parts of the segments a -> b inside `box` (Liang-Barsky); segments missing it dropped."""
+    d = b - a
+    t0, t1 = np.zeros(len(a)), np.ones(len(a))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for axis, (lo, hi) in enumerate(((box[0], box[2]), (box[1], box[3]))):
+            enter, leave = (lo - a[:, axis]) / d[:, axis], (hi - a[:, axis]) / d[:, axis]
+            flat = d[:, axis] == 0
+            enter[flat] = np.where((a[flat, axis] >= lo) & (a[flat, axis] <= hi), -np.inf, np.inf)
+            leave[flat] = np.inf
+            t0 = np.maximum(t0, np.minimum(enter, leave))
+            t1 = np.minimum(t1, np.maximum(enter, leave))
+    keep = t0 <= t1
+    return a[keep] + d[keep] * t0[keep, None], a[keep] + d[keep] * t1[keep, None]
+
+
+def _segment_cells(a: np.ndarray, b: np.ndarray, size: float, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Keys (x * _CELL_KEY + y) of the grid cells of `size` px that the segments a -> b, widened
+    by `margin` px, may touch, and the segment of each: a superset (each segment is cut into
+    pieces no longer than a cell, and each piece's bounding box marks the up to 3 x 3 cells it
+    covers). Cost: the number of pieces."""
     pieces = np.maximum(1, np.ceil(np.hypot(*(b - a).T) / size)).astype(np.int64)
     seg = np.repeat(np.arange(len(a)), pieces)
     j = np.arange(len(seg)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
     step = (b - a)[seg] / pieces[seg, None]
     p0 = a[seg] + step * j[:, None]
     p1 = a[seg] + step * (j + 1)[:, None]
-    lo = np.floor((np.minimum(p0, p1) - _NEAR) / size).astype(np.int64)
-    hi = np.floor((np.maximum(p0, p1) + _NEAR) / size).astype(np.int64)
-    keys = []
+    lo = np.floor((np.minimum(p0, p1) - margin) / size).astype(np.int64)
+    hi = np.floor((np.maximum(p0, p1) + margin) / size).astype(np.int64)
+    keys, segs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for dx in range(3):
         for dy in range(3):
             ok = (lo[:, 0] + dx <= hi[:, 0]) & (lo[:, 1] + dy <= hi[:, 1])
             keys.append((lo[ok, 0] + dx) * _CELL_KEY + lo[ok, 1] + dy)
+            segs.append(seg[ok])
     # A cell at y = -1 (an outline along the slide's top) shares its key with a cell 2**24 - 1
     # down the column before: no centroid is ever there, so nothing is miscounted.
-    return np.unique(np.concatenate(keys))
+    return np.concatenate(keys), np.concatenate(segs)
 
 
-def _contains_by_strip(shape: Any, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def _pieces(a: np.ndarray, b: np.ndarray, size: float) -> int:
+    return int(np.maximum(1, np.ceil(np.hypot(*(b - a).T) / size)).sum())
+
+
+def _cells_near_boundary(shape: Any, size: float, region: Box) -> np.ndarray | None:
+    """Keys of the grid cells of `size` px in `region` that some segment of `shape`'s rings may
+    touch (_segment_cells, each segment clipped to the region widened by a cell, margin _NEAR),
+    so a cell of the region left out is certainly met by no segment. None past _MAX_PIECES
+    pieces: memory and time stay bounded however long the outline (up to the vertex limit)."""
+    x0, y0, x1, y1 = region
+    a, b = _clip_segments(*_segments(shape), (x0 - size, y0 - size, x1 + size, y1 + size))
+    if _pieces(a, b, size) > _MAX_PIECES:
+        return None
+    return np.unique(_segment_cells(a, b, size, _NEAR)[0])
+
+
+def _near_segments(a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, tolerance: float) -> np.ndarray:
+    """Which points lie within `tolerance` (give or take rounding) of some segment a -> b. Only
+    the pairs of a point and a segment that comes near its cell of _CELL px are measured,
+    _PAIR_BLOCK at a time; past _MAX_PIECES pieces or _PAIRS_MAX pairs, Shapely measures."""
+    if _pieces(a, b, _CELL) > _MAX_PIECES:
+        return _near_segments_by_shapely(a, b, x, y, tolerance)
+    cell_keys, cell_segs = _segment_cells(a, b, _CELL, _NEAR + tolerance)
+    point_keys = np.floor(x / _CELL).astype(np.int64) * _CELL_KEY + np.floor(y / _CELL).astype(np.int64)
+    by_key = np.argsort(point_keys)
+    lo = np.searchsorted(point_keys[by_key], cell_keys, "left")
+    n = np.searchsorted(point_keys[by_key], cell_keys, "right") - lo
+    total = int(n.sum())
+    if total > _PAIRS_MAX:
+        return _near_segments_by_shapely(a, b, x, y, tolerance)
+    seg = np.repeat(cell_segs, n)
+    point = by_key[np.arange(total) - np.repeat(np.cumsum(n) - n - lo, n)]
+    near = np.zeros(len(x), bool)
+    for i in range(0, total, _PAIR_BLOCK):
+        s, p = seg[i : i + _PAIR_BLOCK], point[i : i + _PAIR_BLOCK]
+        d = b[s] - a[s]
+        px, py = x[p] - a[s, 0], y[p] - a[s, 1]
+        t = np.clip((px * d[:, 0] + py * d[:, 1]) / np.maximum((d**2).sum(axis=1), 1e-300), 0, 1)
+        near[p[(px - t * d[:, 0]) ** 2 + (py - t * d[:, 1]) ** 2 <= tolerance**2]] = True
+    return near
+
+
+def _near_segments_by_shapely(
+    a: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, tolerance: float
+) -> np.ndarray:
+    lines = shapely.multilinestrings(shapely.linestrings(np.stack([a, b], axis=1)))
+    shapely.prepare(lines)
+    batches = range(0, len(x), _BATCH)
+    points = (shapely.points(x[i : i + _BATCH], y[i : i + _BATCH]) for i in batches)
+    return np.concatenate([shapely.dwithin(lines, p, tolerance) for p in points])
+
+
+def _contains_by_strip(shape: Any, x: np.ndarray, y: np.ndarray, near_outline: bool = True) -> np.ndarray:
     """shapely.contains_xy, the points taken by vertical strips of _STRIP px, each against the
     outline clipped to its strip (widened by 1 px). A point test counts the outline's segments
     crossed by a ray from the point: a long wavy outline has many on every line, the part in a
     strip few. A point strictly inside the clipping rectangle is inside the clipped shape exactly
-    when it is inside the outline, so the answer is the same."""
+    when it is inside the outline, up to rounding: clipping rounds the points where slanted
+    segments cross the strip's sides, so the points within _ON_EDGE of such a segment are tested
+    against the whole outline (a point on it is outside, as in Shapely). Not needed for points
+    known to lie away from the outline (`near_outline` False)."""
     if len(x) < _CELL_TEST_MIN:
         return shapely.contains_xy(shape, x, y)
     _x0, y0, _x1, y1 = shape.bounds
+    tolerance = _ON_EDGE * max(1.0, *np.abs(shape.bounds))
+    a, b = _segments(shape)
+    seg_x0, seg_x1 = np.minimum(a[:, 0], b[:, 0]), np.maximum(a[:, 0], b[:, 0])
     strip = np.floor(x / _STRIP).astype(np.int64)
     order = np.argsort(strip, kind="stable")
     starts = np.flatnonzero(np.diff(strip[order], prepend=strip[order[0]] - 1))
     result = np.zeros(len(x), bool)
-    for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(x)], strict=True):
-        rows = order[a:b]
+    for i, j in zip(starts.tolist(), [*starts[1:].tolist(), len(x)], strict=True):
+        rows = order[i:j]
         k = int(strip[rows[0]])
-        part = shapely.clip_by_rect(shape, k * _STRIP - 1, y0 - 1, (k + 1) * _STRIP + 1, y1 + 1)
+        left, right = k * _STRIP - 1, (k + 1) * _STRIP + 1
+        part = shapely.clip_by_rect(shape, left, y0 - 1, right, y1 + 1)
         shapely.prepare(part)
         result[rows] = shapely.contains_xy(part, x[rows], y[rows])
+        cut = ((seg_x0 <= left) & (left <= seg_x1)) | ((seg_x0 <= right) & (right <= seg_x1))
+        if near_outline and cut.any():  # their parts in the strip, as the clipping cut them, but exact
+            near = _near_segments(
+                *_clip_segments(a[cut], b[cut], (left, y0 - 1, right, y1 + 1)), x[rows], y[rows], tolerance
+            )
+            rows = rows[near]
+            result[rows] = shapely.contains_xy(shape, x[rows], y[rows])
     return result
 
 
@@ -184,11 +282,14 @@ class LayerIndex:
         gx = np.floor(x / _CELL).astype(np.int64)
         gy = np.floor(y / _CELL).astype(np.int64)
         keys, cell_of = np.unique(gx * _CELL_KEY + gy, return_inverse=True)
-        near = np.isin(keys, _cells_near_boundary(shape, _CELL), assume_unique=True)
+        near_keys = _cells_near_boundary(shape, _CELL, (x.min(), y.min(), x.max(), y.max()))
+        if near_keys is None:  # an outline too long to sort out cells: every centroid tested
+            return _contains_by_strip(shape, x, y)
+        near = np.isin(keys, near_keys, assume_unique=True)
         far = np.flatnonzero(~near)
         cell_in = np.zeros(len(keys), bool)
         cx, cy = keys[far] // _CELL_KEY, keys[far] % _CELL_KEY
-        cell_in[far] = _contains_by_strip(shape, (cx + 0.5) * _CELL, (cy + 0.5) * _CELL)
+        cell_in[far] = _contains_by_strip(shape, (cx + 0.5) * _CELL, (cy + 0.5) * _CELL, near_outline=False)
         result = cell_in[cell_of]
         test = np.flatnonzero(near[cell_of])
         result[test] = _contains_by_strip(shape, x[test], y[test])
