@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from collab.annotations.geometry import (
-    check_geometry_general,
     ALLOWED_TYPES,
     GeometryVerdict,
     check_geometry,
+    check_geometry_general,
     closed_rings,
     measure,
     merge_measurements,

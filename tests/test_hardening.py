@@ -208,7 +208,7 @@ async def test_reader_that_pauses_gets_every_frame_in_order(tmp_path: Path) -> N
         for i in range(4_000):  # ~2 KB each: 8 MB, past what the socket buffers hold
             writer.annotations[f"k{i}"] = annotation(i, note="x" * 2000)
             if i % 50 == 49:
-                await writer.wait_for(lambda: room.doc.get("annotations", type=Map).get(f"k{i}") is not None)
+                await writer.wait_for(lambda i=i: room.doc.get("annotations", type=Map).get(f"k{i}") is not None)
                 waited = waited or conn._in_flight is not None or bool(conn._outbox)
         assert waited, "the socket never made a send wait: the test did not reach what it tests"
         assert await asyncio.to_thread(paused.read_annotations_until, 4_000) == 4_000

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import shapely
 from pycrdt import Array, Doc, Map
 
+from collab import metrics
 from collab.annotations.catalog import AnnotationCatalog, read_stored
 from collab.annotations.fields import (
     CREATED,
@@ -42,7 +43,6 @@ from collab.annotations.fields import (
     to_py,
 )
 from collab.annotations.geometry import GeometryVerdict, merge_measurements
-from collab import metrics
 from collab.auth import Principal
 from collab.gc_pause import paused_gc
 from collab.live.policy import RoomPolicy

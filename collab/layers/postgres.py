@@ -30,6 +30,7 @@ from collab.errors import StoreError
 from collab.layers.qupath import Chunk
 from collab.layers.regroup import Piece, TileGroups, merge_pieces
 from collab.layers.store import LayerMeta, PointsRow, meta_from_json, meta_json
+from collab.store.postgres import ERRORS, migrate, open_pool, run_twice
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,6 @@ _CHUNK_COLUMNS = ["layer_id", "chunk", "tx", "ty", "count", "x0", "y0", "x1", "y
 
 # InternalClientError: what the next operation on a pooled connection the server just cut may
 # raise ("another operation is in progress": asyncpg is still handling the termination).
-_CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError)
-_ERRORS = (*_CONNECTION_ERRORS, asyncpg.PostgresError, TimeoutError)
 
 
 @dataclass(slots=True)
@@ -100,18 +99,8 @@ class PostgresLayerStore:
     async def open(self) -> None:
         if self._pool is not None:
             raise StoreError("the layer store is already open")
-        try:
-            pool = await asyncpg.create_pool(self._url, min_size=1, max_size=self._pool_size,
-                                             timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
-        except _ERRORS as exc:
-            raise StoreError(f"cannot connect to PostgreSQL for layers: {exc}") from exc
-        try:
-            async with pool.acquire() as conn:
-                await _migrate(conn)
-        except BaseException:
-            pool.terminate()
-            raise
-        self._pool = pool
+        self._pool = await open_pool(self._url, max_size=self._pool_size, command_timeout=COMMAND_TIMEOUT,
+                                     migrate=_migrate, what=" for layers")
 
     async def close(self) -> None:
         for layer_id in list(self._imports):
@@ -128,16 +117,7 @@ class PostgresLayerStore:
         """Run `read` on a pooled connection; once more on a fresh one if the database dropped it."""
         if self._pool is None:
             raise StoreError("the layer store is not open")
-        for attempt in (1, 2):
-            try:
-                async with self._pool.acquire() as conn:
-                    return await read(conn)
-            except _CONNECTION_ERRORS as exc:
-                if attempt == 2:
-                    raise StoreError(f"PostgreSQL layer store failed: {type(exc).__name__}: {exc}") from exc
-            except (asyncpg.PostgresError, TimeoutError) as exc:
-                raise StoreError(f"PostgreSQL layer store failed: {type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")
+        return await run_twice(self._pool, read, "PostgreSQL layer store failed")
 
     # -- imports ---------------------------------------------------------------------------
 
@@ -150,7 +130,7 @@ class PostgresLayerStore:
             raise StoreError(f"layer {layer_id} exists already")
         try:
             conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT)
-        except _ERRORS as exc:
+        except ERRORS as exc:
             raise StoreError(f"cannot connect to PostgreSQL for an import: {exc}") from exc
         try:
             await conn.execute(_PIECES)
@@ -174,7 +154,7 @@ class PostgresLayerStore:
         if rows:
             try:
                 await imp.conn.copy_records_to_table("import_pieces", records=rows, columns=_PIECE_COLUMNS)
-            except _ERRORS as exc:
+            except ERRORS as exc:
                 raise StoreError(f"storing a layer import failed: {type(exc).__name__}: {exc}") from exc
 
     async def finish_import(self, meta: LayerMeta) -> None:
@@ -185,7 +165,7 @@ class PostgresLayerStore:
                 await conn.execute("INSERT INTO layers (id, slide_id, meta) VALUES ($1, $2, $3)",
                                    meta.id, meta.slide_id, meta_json(meta))
                 await self._regroup_into_chunks(conn, meta.id)
-        except _ERRORS as exc:
+        except ERRORS as exc:
             raise StoreError(f"publishing a layer failed: {type(exc).__name__}: {exc}") from exc
         finally:
             await self._end_import(meta.id)
@@ -262,7 +242,7 @@ class PostgresLayerStore:
                 while rows := await asyncio.to_thread(next, chunk_rows, None):
                     await conn.copy_records_to_table("layer_chunks", records=rows, columns=_CHUNK_COLUMNS)
                 return True
-        except _ERRORS as exc:
+        except ERRORS as exc:
             raise StoreError(f"copying a layer into PostgreSQL failed: {type(exc).__name__}: {exc}") from exc
         finally:
             close = getattr(chunk_rows, "close", None)
@@ -319,7 +299,7 @@ class PostgresLayerStore:
             try:
                 conn = loop.run_until_complete(
                     asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT, command_timeout=COMMAND_TIMEOUT))
-            except _ERRORS as exc:
+            except ERRORS as exc:
                 raise StoreError(f"cannot connect to PostgreSQL to read a layer: {exc}") from exc
             try:
                 loop.run_until_complete(conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
@@ -342,13 +322,5 @@ class PostgresLayerStore:
 
 
 async def _migrate(conn: asyncpg.Connection) -> None:
-    """Bring the layer tables to SCHEMA_VERSION; nodes starting together migrate one at a time."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        await conn.execute("CREATE TABLE IF NOT EXISTS layer_schema_version (version INTEGER NOT NULL)")
-        version = await conn.fetchval("SELECT max(version) FROM layer_schema_version") or 0
-        for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
-            for statement in statements:
-                await conn.execute(statement)
-            await conn.execute("INSERT INTO layer_schema_version (version) VALUES ($1)", number)
-            log.info("layer tables migrated to schema version %d", number)
+    await migrate(conn, lock=MIGRATION_LOCK, table="layer_schema_version", migrations=_MIGRATIONS,
+                  what="layer tables")

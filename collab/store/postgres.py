@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -90,11 +90,48 @@ CONNECT_TIMEOUT = 5.0  # seconds to open a connection (a database that is down a
 COMMAND_TIMEOUT = 30.0  # seconds any statement may take before its batch (or read) fails
 
 # What a connection that broke (the database restarted, the network dropped) raises.
-_CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
-_ERRORS = (*_CONNECTION_ERRORS, asyncpg.PostgresError, TimeoutError)
+# A connection the database dropped (a restart): asyncpg may also raise InternalClientError right
+# after the server cut a pooled connection.
+CONNECTION_ERRORS = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, asyncpg.InternalClientError)
+ERRORS = (*CONNECTION_ERRORS, asyncpg.PostgresError, TimeoutError)
 
 _Apply = Callable[[asyncpg.Connection, list[Op], int], Awaitable[None]]
 
+
+
+async def open_pool(
+    url: str, *, max_size: int, command_timeout: float, migrate: Callable[[asyncpg.Connection], Awaitable[None]],
+    what: str,
+) -> asyncpg.Pool:
+    """A pool on `url` whose tables `migrate` brought up to date (every PostgreSQL store opens
+    this way); StoreError, saying `what` it was for, when PostgreSQL cannot be reached."""
+    try:
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size, timeout=CONNECT_TIMEOUT,
+                                         command_timeout=command_timeout)
+    except ERRORS as exc:
+        raise StoreError(f"cannot connect to PostgreSQL{what}: {exc}") from exc
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+    except BaseException:
+        pool.terminate()
+        raise
+    return pool
+
+
+async def run_twice(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awaitable[T]], failed: str) -> T:
+    """Run `work` on a pooled connection; once more on a fresh one if the database dropped the
+    first (work that may run twice only). StoreError, prefixed `failed`, otherwise."""
+    for attempt in (1, 2):
+        try:
+            async with pool.acquire() as conn:
+                return await work(conn)
+        except CONNECTION_ERRORS as exc:
+            if attempt == 2:
+                raise StoreError(f"{failed}: {type(exc).__name__}: {exc}") from exc
+        except (asyncpg.PostgresError, TimeoutError) as exc:
+            raise StoreError(f"{failed}: {type(exc).__name__}: {exc}") from exc
+    raise AssertionError("unreachable")
 
 class PostgresStore(QueuedWrites):
     """asyncpg backend: `await store.open()` before use, `await store.close()` after."""
@@ -115,23 +152,8 @@ class PostgresStore(QueuedWrites):
     async def open(self) -> None:
         if self._pool is not None:
             raise StoreError("store is already open")
-        try:
-            pool = await asyncpg.create_pool(
-                self._url,
-                min_size=1,
-                max_size=self._pool_size,
-                timeout=CONNECT_TIMEOUT,
-                command_timeout=COMMAND_TIMEOUT,
-            )
-        except _ERRORS as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
-        try:
-            async with pool.acquire() as conn:
-                await _migrate(conn)
-        except BaseException:
-            pool.terminate()
-            raise
-        self._pool = pool
+        self._pool = await open_pool(self._url, max_size=self._pool_size, command_timeout=COMMAND_TIMEOUT,
+                                     migrate=_migrate, what="")
         await self._writer.start()
 
     async def close(self) -> None:
@@ -164,7 +186,7 @@ class PostgresStore(QueuedWrites):
                 await _lock_and_number(conn, ops)
                 for kind, run in runs_of_kind(ops):
                     await self._apply[kind](conn, run, now)
-        except _ERRORS as exc:
+        except ERRORS as exc:
             raise StoreError(f"PostgreSQL commit failed: {type(exc).__name__}: {exc}") from exc
 
     # -- reads (committed data only) ---------------------------------------------------------
@@ -172,17 +194,7 @@ class PostgresStore(QueuedWrites):
     async def _read(self, read: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `read` on a pooled connection. Reads are idempotent: one that met a connection the
         database dropped (a restart) runs once more on a fresh one."""
-        pool = self._need_pool()
-        for attempt in (1, 2):
-            try:
-                async with pool.acquire() as conn:
-                    return await read(conn)
-            except _CONNECTION_ERRORS as exc:
-                if attempt == 2:
-                    raise StoreError(f"PostgreSQL read failed: {type(exc).__name__}: {exc}") from exc
-            except (asyncpg.PostgresError, TimeoutError) as exc:
-                raise StoreError(f"PostgreSQL read failed: {type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")
+        return await run_twice(self._need_pool(), read, "PostgreSQL read failed")
 
     async def load(self, room: str) -> LoadedDocument:
         return await self.read_since(room, 0)
@@ -264,17 +276,24 @@ class PostgresStore(QueuedWrites):
 
 
 async def _migrate(conn: asyncpg.Connection) -> None:
-    """Bring the schema to SCHEMA_VERSION. The advisory lock comes first in the transaction, so
-    nodes opening the same new database at once migrate it once, one after the other."""
+    await migrate(conn, lock=MIGRATION_LOCK, table="schema_version", migrations=_MIGRATIONS, what="store")
+
+
+async def migrate(
+    conn: asyncpg.Connection, *, lock: int, table: str, migrations: Sequence[Sequence[str]], what: str
+) -> None:
+    """Bring a set of tables to the last of `migrations`, the version kept in `table`. The
+    advisory lock comes first in the transaction, so nodes opening the same new database at once
+    migrate it once, one after the other."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        version = await conn.fetchval("SELECT max(version) FROM schema_version") or 0
-        for number, statements in enumerate(_MIGRATIONS[version:], start=version + 1):
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", lock)
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (version INTEGER NOT NULL)")
+        version = await conn.fetchval(f"SELECT max(version) FROM {table}") or 0
+        for number, statements in enumerate(migrations[version:], start=version + 1):
             for statement in statements:
                 await conn.execute(statement)
-            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
-            log.info("store migrated to schema version %d", number)
+            await conn.execute(f"INSERT INTO {table} (version) VALUES ($1)", number)
+            log.info("%s migrated to schema version %d", what, number)
 
 
 # -- what each kind of op writes (inside the batch's transaction) ---------------------------

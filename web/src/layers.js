@@ -6,7 +6,7 @@
 // whatever the number of cells.
 import { apiRoot } from './api.js'
 import { Emitter, rgb } from './dom.js'
-import { compose, invert } from './overlay.js'
+import { cleared, reuseTransform } from './overlay.js'
 
 // From this many screen px per slide px, outlines are fetched and drawn; below it, points.
 const OUTLINE_SCALE = 0.25
@@ -197,16 +197,7 @@ export class LayerView extends Emitter {
     const key = `${this.version}|${w}x${h}@${dpr}`
     const c = this.cache
     let R = null // cached bitmap -> screen
-    if (c && c.key === key) {
-      R = compose(T, invert(c.T))
-      const linear = Math.abs(R.a - 1) + Math.abs(R.b) + Math.abs(R.c) + Math.abs(R.d - 1) < 1e-9
-      if (linear) {
-        if (Math.abs(R.e) > c.mx - 2 || Math.abs(R.f) > c.my - 2) R = null // panned past the margin
-      } else {
-        const k = Math.hypot(R.a, R.b)
-        if (!this.view.overlay.animating || k < 0.5 || k > 2) R = null // zoom or rotation settled: sharp again
-      }
-    }
+    if (c && c.key === key) R = reuseTransform(c, T, this.view.overlay.animating)
     if (!R) {
       this._render(T, w, h, dpr, key)
       R = { a: 1, b: 0, c: 0, d: 1, e: 0, f: 0 }
@@ -221,18 +212,10 @@ export class LayerView extends Emitter {
   /** Renders every loaded cell near the view into the cached bitmap, for transform T. */
   _render (T, w, h, dpr, key) {
     this.stats.renders++
-    const mx = Math.round(w * CACHE_MARGIN); const my = Math.round(h * CACHE_MARGIN)
-    let cache = this.cache
-    if (!cache) {
-      const canvas = document.createElement('canvas')
-      cache = this.cache = { canvas, ctx: canvas.getContext('2d', { willReadFrequently: false }), image: null, blank: true }
-    }
-    const W = Math.round((w + 2 * mx) * dpr); const H = Math.round((h + 2 * my) * dpr)
-    if (cache.canvas.width !== W || cache.canvas.height !== H) { cache.canvas.width = W; cache.canvas.height = H }
-    Object.assign(cache, { key, T, mx, my })
+    const cache = this.cache = cleared(this.cache, { key, T, w, h, dpr, margin: CACHE_MARGIN },
+      { willReadFrequently: false })
     const ctx = cache.ctx
-    ctx.setTransform(1, 0, 0, 1, 0, 0)
-    ctx.clearRect(0, 0, W, H)
+    const { mx, my } = cache
     cache.blank = true
     const drawn = {}
     this.stats.drawn = drawn

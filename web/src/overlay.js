@@ -174,16 +174,7 @@ export class Overlay {
     const key = `${store.version}|${this.view.tools?.moving?.id || ''}|${w}x${h}@${dpr}`
     const c = this.cache
     let R = null
-    if (c && c.key === key && !this._forceBase) {
-      R = compose(T, invert(c.T))
-      const linear = Math.abs(R.a - 1) + Math.abs(R.b) + Math.abs(R.c) + Math.abs(R.d - 1) < 1e-9
-      if (linear) {
-        if (Math.abs(R.e) > c.mx - 2 || Math.abs(R.f) > c.my - 2) R = null // panned past the margin
-      } else {
-        const k = Math.hypot(R.a, R.b)
-        if (!this.animating || k < 0.5 || k > 2) R = null // zoom/rotation settled: re-render sharp
-      }
-    }
+    if (c && c.key === key && !this._forceBase) R = reuseTransform(c, T, this.animating)
     let rendered = false
     if (!R) {
       this._renderBase(T, w, h, dpr, key)
@@ -202,18 +193,9 @@ export class Overlay {
   _renderBase (T, w, h, dpr, key) {
     const t0 = performance.now()
     this._forceBase = false
-    const mx = Math.round(w * 0.3); const my = Math.round(h * 0.3)
-    let cache = this.cache
-    if (!cache) {
-      const canvas = document.createElement('canvas')
-      cache = this.cache = { canvas, ctx: canvas.getContext('2d') }
-    }
-    const W = Math.round((w + 2 * mx) * dpr); const H = Math.round((h + 2 * my) * dpr)
-    if (cache.canvas.width !== W || cache.canvas.height !== H) { cache.canvas.width = W; cache.canvas.height = H }
-    Object.assign(cache, { key, T, mx, my })
+    const cache = this.cache = cleared(this.cache, { key, T, w, h, dpr, margin: 0.3 })
     const ctx = cache.ctx
-    ctx.setTransform(1, 0, 0, 1, 0, 0)
-    ctx.clearRect(0, 0, W, H)
+    const { mx, my } = cache
 
     const view = this.view
     const store = view.store
@@ -475,6 +457,37 @@ export class Overlay {
 export function invert (m) {
   const det = m.a * m.d - m.b * m.c
   return { a: m.d / det, b: -m.b / det, c: -m.c / det, d: m.a / det, e: (m.c * m.f - m.d * m.e) / det, f: (m.b * m.e - m.a * m.f) / det }
+}
+
+/**
+ * How a cached bitmap rendered with transform cache.T (slide -> bitmap, with margins mx, my)
+ * maps onto the screen under transform T, if it can still be shown: a pan within its margins, or
+ * a zoom/rotation while `animating` (within 0.5x-2x); null when it must be rendered again.
+ */
+export function reuseTransform (cache, T, animating) {
+  const R = compose(T, invert(cache.T))
+  const linear = Math.abs(R.a - 1) + Math.abs(R.b) + Math.abs(R.c) + Math.abs(R.d - 1) < 1e-9
+  if (linear) return Math.abs(R.e) > cache.mx - 2 || Math.abs(R.f) > cache.my - 2 ? null : R // panned past the margin
+  const k = Math.hypot(R.a, R.b)
+  return !animating || k < 0.5 || k > 2 ? null : R // zoom or rotation settled: sharp again
+}
+
+/**
+ * A cache bitmap (reused when given) sized for a w x h view plus `margin` of it on each side,
+ * cleared, its transform reset, and labelled with what it will show (key, T, margins mx, my).
+ */
+export function cleared (cache, { key, T, w, h, dpr, margin }, options = {}) {
+  if (!cache) {
+    const canvas = document.createElement('canvas')
+    cache = { canvas, ctx: canvas.getContext('2d', options) }
+  }
+  const mx = Math.round(w * margin); const my = Math.round(h * margin)
+  const W = Math.round((w + 2 * mx) * dpr); const H = Math.round((h + 2 * my) * dpr)
+  if (cache.canvas.width !== W || cache.canvas.height !== H) { cache.canvas.width = W; cache.canvas.height = H }
+  Object.assign(cache, { key, T, mx, my })
+  cache.ctx.setTransform(1, 0, 0, 1, 0, 0)
+  cache.ctx.clearRect(0, 0, W, H)
+  return cache
 }
 
 /** m1 after m2 (both affine {a, b, c, d, e, f} as in canvas setTransform). */
