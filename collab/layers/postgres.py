@@ -30,7 +30,7 @@ from collab.errors import StoreError
 from collab.layers.qupath import Chunk
 from collab.layers.regroup import Piece, TileGroups, merge_pieces
 from collab.layers.store import LayerMeta, PointsRow, meta_from_json, meta_json
-from collab.store.postgres import ERRORS, migrate, open_pool, run_twice
+from collab.store.postgres import ERRORS, close_pool, migrate, open_pool, run_twice
 
 log = logging.getLogger(__name__)
 
@@ -106,12 +106,7 @@ class PostgresLayerStore:
         for layer_id in list(self._imports):
             await self.abort_import(layer_id)
         pool, self._pool = self._pool, None
-        if pool is not None:
-            try:
-                async with asyncio.timeout(CONNECT_TIMEOUT):
-                    await pool.close()
-            except TimeoutError:
-                pool.terminate()
+        await close_pool(pool)
 
     async def _run(self, read: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run `read` on a pooled connection; once more on a fresh one if the database dropped it."""

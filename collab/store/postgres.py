@@ -133,6 +133,18 @@ async def run_twice(pool: asyncpg.Pool, work: Callable[[asyncpg.Connection], Awa
             raise StoreError(f"{failed}: {type(exc).__name__}: {exc}") from exc
     raise AssertionError("unreachable")
 
+
+async def close_pool(pool: asyncpg.Pool | None) -> None:
+    """Close a pool, its connections' ends told; ended at once if that does not finish in time."""
+    if pool is None:
+        return
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await pool.close()
+    except TimeoutError:
+        log.warning("PostgreSQL pool did not close in time; terminating its connections")
+        pool.terminate()
+
 class PostgresStore(QueuedWrites):
     """asyncpg backend: `await store.open()` before use, `await store.close()` after."""
 
@@ -161,13 +173,7 @@ class PostgresStore(QueuedWrites):
             await self._writer.stop()
         finally:
             pool, self._pool = self._pool, None
-            if pool is not None:
-                try:
-                    async with asyncio.timeout(CONNECT_TIMEOUT):
-                        await pool.close()
-                except TimeoutError:
-                    log.warning("PostgreSQL pool did not close in time; terminating its connections")
-                    pool.terminate()
+            await close_pool(pool)
 
     def _need_pool(self) -> asyncpg.Pool:
         if self._pool is None:
