@@ -121,8 +121,10 @@ class Batch:
 
     def write(self, key: str, value: Any, fields: dict[str, Any]) -> None:
         """Set `fields` on annotation `key` (whose current value is `value`); a later call for
-        the same key adds to the earlier one's fields."""
+        the same key adds to the earlier one's fields. Nothing to set: nothing written."""
         earlier = self.writes.get(key)
+        if earlier is None and not fields:
+            return
         if earlier is not None:
             merged = {**earlier[1], **fields}
             if "updated" in earlier[1] and "updated" in fields:  # a verdict may come after a later edit
@@ -567,7 +569,6 @@ class AnnotationGuard(RoomPolicy):
         self._maybe_refresh()
 
     def _write(self, writes: Mapping[str, tuple[Any, dict[str, Any]]]) -> None:
-        writes = {key: write for key, write in writes.items() if write[1]}  # nothing to correct
         if not writes or self._closed:
             return
         with self._not_observing(), self.room.server_transaction():
